@@ -1,0 +1,90 @@
+// The HDF5 results file, schema dnnscape/1: writer (append-only, crash-safe, SWMR) and reader.
+// HDF5 includes stay in store/*.cpp; users of this header never see hid_t.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "store/record.hpp"
+
+namespace dnnscape::store {
+
+// Any failure of the HDF5 library or of the file's schema, with HDF5's own error text appended.
+class StoreError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct RowState {
+  std::int64_t row = -1;
+  std::string status;
+};
+
+// Single writer of a results file. Every append is durable when it returns: a kill -9 afterwards
+// leaves a file that opens (h5py: swmr=True while flagged open) and holds the row.
+class ResultsWriter {
+ public:
+  // Creates a new file; throws StoreError if it exists.
+  static ResultsWriter create(const std::filesystem::path& path, const FileMeta& meta,
+                              const SystemInfo& system);
+  // Opens an existing file for appending (resume), clearing the "open for write" flags left by a
+  // killed writer. Throws StoreError if it is not a dnnscape/1 file.
+  static ResultsWriter open(const std::filesystem::path& path);
+
+  ResultsWriter(ResultsWriter&&) noexcept;
+  ResultsWriter& operator=(ResultsWriter&&) noexcept;
+  ~ResultsWriter();
+
+  [[nodiscard]] const FileMeta& meta() const;
+  [[nodiscard]] const SystemInfo& system() const;
+  // config_id -> row index and status of every row in /runs.
+  [[nodiscard]] const std::map<std::string, RowState>& rows() const;
+
+  // Appends the record as a new row, or overwrites the row that holds the same config_id (a
+  // retried failure); its samples and ops are appended pointing at that row. Flushed on return.
+  void write(const RunRecord& record);
+
+ private:
+  struct Impl;
+  explicit ResultsWriter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Read-only, column-wise access; reads only the columns asked for.
+class ResultsReader {
+ public:
+  explicit ResultsReader(const std::filesystem::path& path);
+  ResultsReader(ResultsReader&&) noexcept;
+  ResultsReader& operator=(ResultsReader&&) noexcept;
+  ~ResultsReader();
+
+  [[nodiscard]] const FileMeta& meta() const;
+  [[nodiscard]] const SystemInfo& system() const;
+  [[nodiscard]] std::int64_t rows() const;
+  [[nodiscard]] bool has_column(const std::string& name) const;
+  [[nodiscard]] std::vector<std::string> columns() const;
+  // Numeric columns (int64 ones are converted; -1 stays -1).
+  [[nodiscard]] std::vector<double> read_double(const std::string& column) const;
+  [[nodiscard]] std::vector<std::int64_t> read_int(const std::string& column) const;
+  [[nodiscard]] std::vector<std::string> read_string(const std::string& column) const;
+  // Group /samples or /ops columns: group = "samples" | "ops".
+  [[nodiscard]] std::int64_t group_rows(const std::string& group) const;
+  [[nodiscard]] std::vector<double> read_group_double(const std::string& group,
+                                                      const std::string& column) const;
+  [[nodiscard]] std::vector<std::int64_t> read_group_int(const std::string& group,
+                                                         const std::string& column) const;
+  [[nodiscard]] std::vector<std::string> read_group_string(const std::string& group,
+                                                           const std::string& column) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dnnscape::store
