@@ -11,9 +11,12 @@ namespace dnnscape::space {
 
 std::string_view to_string(Family f) {
   switch (f) {
-    case Family::fc: return "fc";
-    case Family::cnn: return "cnn";
-    case Family::rnn: return "rnn";
+    case Family::fc:
+      return "fc";
+    case Family::cnn:
+      return "cnn";
+    case Family::rnn:
+      return "rnn";
   }
   return "?";
 }
@@ -67,7 +70,9 @@ std::string Config::canonical() const {
   return s;
 }
 
-std::string Config::config_id() const { return sha256_hex(canonical()).substr(0, 16); }
+std::string Config::config_id() const {
+  return sha256_hex(canonical()).substr(0, 16);
+}
 
 std::string Config::label() const {
   std::string s(to_string(family));

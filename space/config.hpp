@@ -54,9 +54,9 @@ struct Config {
 };
 
 // The integer parameter names of the results schema, in column order.
-inline constexpr std::string_view kIntParams[] = {"layers", "nodes",   "input",     "output",
-                                                  "batch",  "filters", "blocks",    "image",
-                                                  "embedding", "length", "vocab"};
+inline constexpr std::string_view kIntParams[] = {"layers",    "nodes",   "input",  "output",
+                                                  "batch",     "filters", "blocks", "image",
+                                                  "embedding", "length",  "vocab"};
 inline constexpr std::string_view kStringParams[] = {"block_fn", "cell"};
 
 // Access a parameter by its schema name; returns nullptr for an unknown name.

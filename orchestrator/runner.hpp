@@ -1,0 +1,63 @@
+// How the orchestrator hands one config to a worker and gets its record back. The single-process
+// sweep and every MPI worker rank use the same interface.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "space/config.hpp"
+#include "store/record.hpp"
+#include "worker/executor.hpp"
+
+namespace dnnscape::orchestrator {
+
+class ConfigRunner {
+ public:
+  virtual ~ConfigRunner() = default;
+  ConfigRunner() = default;
+  ConfigRunner(const ConfigRunner&) = delete;
+  ConfigRunner& operator=(const ConfigRunner&) = delete;
+  // Runs one config to a record. Never throws for the config's own failure.
+  virtual store::RunRecord run(const space::Config& config) = 0;
+};
+
+// Runs configs in this process (tests, debugging). No timeout or crash containment.
+class InProcessRunner final : public ConfigRunner {
+ public:
+  explicit InProcessRunner(worker::RunContext ctx) : ctx_(std::move(ctx)) {}
+  store::RunRecord run(const space::Config& config) override {
+    return worker::run_config(config, ctx_);
+  }
+
+ private:
+  worker::RunContext ctx_;
+};
+
+// Runs configs in a supervised `dnnscape-executor` child (posix_spawn, JSON lines over pipes).
+// A config that outlives limits.timeout_s is killed (`timeout`), a child that dies is `crashed`
+// with its signal, and the child is restarted for the next config. Environment that oneDNN reads
+// at start-up (ONEDNN_MAX_CPU_ISA, OMP_NUM_THREADS, OMP_PROC_BIND, OMP_PLACES) is set per child;
+// a config that needs other values gets a fresh child.
+class ExecutorProcessRunner final : public ConfigRunner {
+ public:
+  ExecutorProcessRunner(std::string executor_path, worker::RunContext ctx);
+  ~ExecutorProcessRunner() override;
+  store::RunRecord run(const space::Config& config) override;
+  // pid of the running child, or -1 (for tests that kill it).
+  [[nodiscard]] int child_pid() const;
+
+ private:
+  struct Child;
+  void ensure_child(const space::Config& config);
+  void stop_child();
+  std::string executor_path_;
+  worker::RunContext ctx_;
+  std::unique_ptr<Child> child_;
+};
+
+// Path of the dnnscape-executor program next to the running binary (or $DNNSCAPE_EXECUTOR).
+std::string default_executor_path();
+
+}  // namespace dnnscape::orchestrator

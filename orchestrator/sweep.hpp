@@ -1,0 +1,72 @@
+// A sweep on this machine: spec -> ordered work -> runner -> results file, with resume.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "space/spec.hpp"
+#include "store/record.hpp"
+#include "worker/peak.hpp"
+
+namespace dnnscape::orchestrator {
+
+// A sweep that cannot start (spec changed, file unusable). what() is one line for the user.
+class SweepError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct SweepOptions {
+  std::filesystem::path spec_path;
+  std::filesystem::path out_path;
+  bool new_file = false;      // the spec changed: keep the old file aside and start a new one
+  bool retry_failed = false;  // rerun failed / crashed / timeout rows (in place)
+  bool in_process = false;    // run configs in this process instead of an executor child
+  bool plain_progress = false;
+  bool profile = true;
+  std::string executor_path;  // "" = next to this binary
+  std::string tool_version;
+};
+
+struct SweepSummary {
+  std::int64_t total = 0;    // configs in the spec
+  std::int64_t already = 0;  // found in the file and not rerun
+  std::int64_t ran = 0;
+  std::map<std::string, std::int64_t> by_status;  // of the configs run now
+  double wall_s = 0;
+  bool interrupted = false;
+  std::filesystem::path out_path;
+  std::filesystem::path moved_aside;  // with new_file: where the old file went
+};
+
+// A config with the cost model's view of it.
+struct PlannedConfig {
+  space::Config config;
+  std::string config_id;
+  double flops = 0;
+  double bytes = 0;
+  double params = 0;
+  double memory_bytes = 0;
+  double predicted_step_s = 0;
+  double predicted_total_s = 0;  // the whole measurement of it
+  std::string skip_reason;       // non-empty: would not run here
+};
+
+// Every config with predictions, largest predicted cost first (stable for ties).
+std::vector<PlannedConfig> plan_configs(const space::Spec& spec, const worker::Peaks& peaks);
+
+// Set from a signal handler: stop handing out work, finish the running config, flush, return.
+std::atomic<bool>& stop_requested();
+void install_stop_handlers();
+
+SweepSummary run_sweep(const SweepOptions& options, const worker::Peaks& peaks);
+
+// /system attributes for this host with these peaks.
+store::SystemInfo system_info(const worker::Peaks& peaks);
+
+}  // namespace dnnscape::orchestrator
