@@ -47,7 +47,7 @@ struct Metrics {
   double bytes = kNaN;  // compulsory traffic per step, summed over executed primitives
   double arithmetic_intensity = kNaN;
   double params = kNaN;
-  double memory_bytes = kNaN;  // measured (ok rows) or predicted (skipped rows) footprint
+  double memory_bytes = kNaN;      // measured (ok rows) or predicted (skipped rows) footprint
   double predicted_time_s = kNaN;  // cost model: max(flops / peak, bytes / bandwidth)
   double ops_time_ratio = kNaN;    // sum of profiled op times / step time
   double latency_p50_s = kNaN;
@@ -60,7 +60,7 @@ struct Metrics {
 struct Provenance {
   std::string host;
   std::int64_t rank = 0;
-  std::string cores;  // CPU list the executor was pinned to ("" = not pinned)
+  std::string cores;                 // CPU list the executor was pinned to ("" = not pinned)
   std::int64_t workers_on_host = 1;  // co-located workers sharing this host's memory bandwidth
   std::string effective_isa;         // what oneDNN reports it dispatched to
   std::string finished_utc;          // ISO 8601, e.g. 2026-11-28T12:00:00Z

@@ -6,16 +6,20 @@ namespace dnnscape::worker {
 
 ModelCounts predict_counts(const space::Config& config) {
   switch (config.family) {
-    case space::Family::fc: return fc_counts(config);
-    default: break;
+    case space::Family::fc:
+      return fc_counts(config);
+    default:
+      break;
   }
   throw Unsupported(fmt::format("family {} is not built yet", space::to_string(config.family)));
 }
 
 std::unique_ptr<Model> build_model(const space::Config& config, std::uint64_t seed) {
   switch (config.family) {
-    case space::Family::fc: return build_fc(config, seed);
-    default: break;
+    case space::Family::fc:
+      return build_fc(config, seed);
+    default:
+      break;
   }
   throw Unsupported(fmt::format("family {} is not built yet", space::to_string(config.family)));
 }
