@@ -66,7 +66,14 @@ class ResultsReader {
 
   [[nodiscard]] const FileMeta& meta() const;
   [[nodiscard]] const SystemInfo& system() const;
+  // Complete rows of /runs when the reader was opened or last refreshed: the shortest /runs
+  // column (a killed writer may leave columns of unequal length). Every read returns this many.
   [[nodiscard]] std::int64_t rows() const;
+  // True if opened SWMR-read: always for files of this format (open, killed or closed); plain
+  // read-only only for HDF5 files written without SWMR support.
+  [[nodiscard]] bool swmr() const;
+  // Picks up rows appended by a live writer since the reader opened (SWMR).
+  void refresh();
   [[nodiscard]] bool has_column(const std::string& name) const;
   [[nodiscard]] std::vector<std::string> columns() const;
   // Numeric columns (int64 ones are converted; -1 stays -1).
@@ -81,6 +88,8 @@ class ResultsReader {
                                                          const std::string& column) const;
   [[nodiscard]] std::vector<std::string> read_group_string(const std::string& group,
                                                            const std::string& column) const;
+  // Every row as a record, with its samples and ops (rows() records, in row order).
+  [[nodiscard]] std::vector<RunRecord> read_records() const;
 
  private:
   struct Impl;

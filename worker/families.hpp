@@ -12,6 +12,10 @@ namespace dnnscape::worker {
 // `plan`, the cost model and the memory guard. memory_bytes is the predicted footprint.
 ModelCounts fc_counts(const space::Config& config);
 std::unique_ptr<Model> build_fc(const space::Config& config, std::uint64_t seed);
+ModelCounts cnn_counts(const space::Config& config);
+std::unique_ptr<Model> build_cnn(const space::Config& config, std::uint64_t seed);
+ModelCounts rnn_counts(const space::Config& config);
+std::unique_ptr<Model> build_rnn(const space::Config& config, std::uint64_t seed);
 
 // Dispatch on config.family.
 ModelCounts predict_counts(const space::Config& config);

@@ -1,0 +1,745 @@
+// Results file, schema dnnscape/1 (docs/results-schema.md).
+//
+// Crash safety rests on three rules:
+//  1. Everything (groups, datasets, attributes) is created before SWMR writing starts; afterwards
+//     only existing 1-D datasets are extended and written, and the file is flushed at the end of
+//     every write(). Raw data bypasses the chunk cache (cache size 0), so it reaches the file
+//     before the metadata that makes it visible.
+//  2. A record's samples and ops are appended before /runs grows, so a /runs row never exists
+//     without its samples.
+//  3. The number of rows is the length of the shortest /runs column (a kill between two
+//     H5Dset_extent calls leaves unequal lengths); open() shrinks the longer ones back and drops
+//     samples/ops that point past the last row.
+#include "store/results.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "store/h5.hpp"
+#include "store/schema.hpp"
+
+namespace dnnscape::store {
+
+namespace {
+
+namespace fs = std::filesystem;
+using h5::Handle;
+using schema::Type;
+using schema::Value;
+
+constexpr const char* kRuns = "runs";
+constexpr const char* kSamples = "samples";
+constexpr const char* kOps = "ops";
+constexpr const char* kSystem = "system";
+constexpr const char* kRow = "row";
+constexpr const char* kSampleTime = "step_time_s";
+
+// Runs f, turning an HDF5 failure into a StoreError that names the file.
+template <class F>
+auto guarded(const fs::path& path, F&& f) -> decltype(f()) {
+  h5::quiet_errors();
+  try {
+    return f();
+  } catch (const h5::Error& e) {
+    throw StoreError(fmt::format("{}: {}", path.string(), e.what()));
+  }
+}
+
+[[noreturn]] void not_results(const fs::path& path, const std::string& why) {
+  throw StoreError(fmt::format("{} is not a {} results file ({})", path.string(), kSchema, why));
+}
+
+// --- values <-> raw buffers --------------------------------------------------------------------
+
+std::size_t elem_size(Type t, std::size_t width) {
+  return t == Type::string ? std::max<std::size_t>(width, 1) : 8;
+}
+
+// Packs values of one column into the memory layout HDF5 expects.
+std::vector<char> pack(Type t, std::size_t width, const std::vector<Value>& values) {
+  const std::size_t es = elem_size(t, width);
+  std::vector<char> buf(values.size() * es);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    char* dst = buf.data() + i * es;
+    if (t == Type::string) {
+      h5::pack_string(std::get<std::string>(values[i]), dst, es);
+    } else if (t == Type::int64) {
+      const std::int64_t v = std::get<std::int64_t>(values[i]);
+      std::memcpy(dst, &v, 8);
+    } else {
+      const double v = std::get<double>(values[i]);
+      std::memcpy(dst, &v, 8);
+    }
+  }
+  return buf;
+}
+
+// A 1-D column of the file and the memory type it is written/read with.
+struct Dataset {
+  Handle dset;
+  Type type = Type::float64;
+  std::size_t width = 0;
+  Handle string_type;  // memory type of string columns
+
+  // Writer side: the file space is kept in step with the extent (no H5Dget_space per row).
+  Handle space;
+  std::int64_t len = 0;
+
+  [[nodiscard]] hid_t mem_type() const {
+    return type == Type::string ? string_type.id() : h5::native(type);
+  }
+  void track() {
+    len = h5::length(dset.id());
+    space = h5::simple_space(len);
+  }
+  void grow_to(std::int64_t n) {
+    h5::set_length(dset.id(), n);
+    h5::resize_space(space.id(), n);
+    len = n;
+  }
+  // Writes count elements at start; `one` is a reusable 1-element memory space.
+  void put(hid_t one, hid_t mtype, std::int64_t start, std::int64_t count, const void* data) const {
+    const Handle mem = count == 1 ? Handle{} : h5::simple_space(count);
+    h5::write_selected(dset.id(), mtype, space.id(), count == 1 ? one : mem.id(), start, count,
+                       data);
+  }
+};
+
+Dataset open_column(hid_t group, const std::string& name, hid_t dapl) {
+  Dataset d;
+  d.dset = h5::open_dataset(group, name, dapl);
+  d.type = h5::type_of_dataset(d.dset.id(), &d.width);
+  if (d.type == Type::string) d.string_type = h5::string_type(d.width);
+  return d;
+}
+
+void write_values(const Dataset& d, hid_t one, std::int64_t start,
+                  const std::vector<Value>& values) {
+  const std::vector<char> buf = pack(d.type, d.width, values);
+  d.put(one, d.mem_type(), start, static_cast<std::int64_t>(values.size()), buf.data());
+}
+
+std::vector<std::int64_t> read_ints(const Dataset& d, std::int64_t start, std::int64_t n) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)));
+  h5::read_rows(d.dset.id(), H5T_NATIVE_INT64, start, n, out.data());
+  return out;
+}
+
+std::vector<double> read_doubles(const Dataset& d, std::int64_t n) {
+  std::vector<double> out(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)));
+  h5::read_rows(d.dset.id(), H5T_NATIVE_DOUBLE, 0, n, out.data());
+  return out;
+}
+
+std::vector<std::string> read_strings(const Dataset& d, std::int64_t start, std::int64_t n) {
+  const std::size_t es = elem_size(Type::string, d.width);
+  std::vector<char> buf(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)) * es);
+  h5::read_rows(d.dset.id(), d.string_type.id(), start, n, buf.data());
+  std::vector<std::string> out;
+  out.reserve(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)));
+  for (std::int64_t i = 0; i < n; ++i)
+    out.push_back(h5::unpack_string(buf.data() + static_cast<std::size_t>(i) * es, es));
+  return out;
+}
+
+// --- attributes ------------------------------------------------------------------------------
+
+template <class Rec>
+void write_attrs(hid_t loc, const std::vector<schema::Column<Rec>>& table, const Rec& rec) {
+  for (const auto& c : table) {
+    const std::string name(c.name);
+    std::visit([&](const auto& v) { h5::write_attr(loc, name, v); }, c.get(rec));
+  }
+}
+
+// Missing attributes keep their defaults, so that files of older tool versions stay readable.
+template <class Rec>
+Rec read_attrs(hid_t loc, const std::vector<schema::Column<Rec>>& table) {
+  Rec rec;
+  for (const auto& c : table) {
+    const std::string name(c.name);
+    if (!h5::has_attr(loc, name)) continue;
+    switch (c.type) {
+      case Type::string:
+        c.set(rec, h5::read_attr_string(loc, name));
+        break;
+      case Type::int64:
+        c.set(rec, h5::read_attr_int(loc, name));
+        break;
+      case Type::float64:
+        c.set(rec, h5::read_attr_double(loc, name));
+        break;
+    }
+  }
+  return rec;
+}
+
+// Checks the schema attribute and reads the root and /system attributes.
+void read_context(const fs::path& path, hid_t file, FileMeta& meta, SystemInfo& system) {
+  if (!h5::has_attr(file, "schema")) not_results(path, "no 'schema' attribute");
+  const std::string schema = h5::read_attr_string(file, "schema");
+  if (schema != kSchema) not_results(path, fmt::format("schema '{}'", schema));
+  meta = read_attrs(file, schema::meta());
+  if (h5::exists(file, kSystem)) {
+    const Handle g = h5::open_group(file, kSystem);
+    system = read_attrs(g.id(), schema::system());
+  }
+}
+
+// Opens read-only: SWMR-read first (works for files a writer holds or left flagged, and for
+// closed files of this format), plain read-only for files written without SWMR support.
+Handle open_read_only(const fs::path& path, bool* swmr) {
+  if (!fs::exists(path)) throw StoreError(fmt::format("{}: no such file", path.string()));
+  if (!h5::is_hdf5(path.string())) not_results(path, "not an HDF5 file");
+  // No HDF5 file lock: a reader's shared lock would keep a resuming writer out ("unable to lock
+  // file"), and this reader needs no protection from a writer, which only appends under SWMR.
+  Handle fapl = h5::file_access(/*latest_format=*/false, /*clear_status_flags=*/false);
+  h5::check_ok(H5Pset_file_locking(fapl.id(), false, true), "H5Pset_file_locking");
+  try {
+    Handle f = h5::open_file(path.string(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl.id());
+    if (swmr != nullptr) *swmr = true;
+    return f;
+  } catch (const h5::Error&) {
+  }
+  if (swmr != nullptr) *swmr = false;
+  return h5::open_file(path.string(), H5F_ACC_RDONLY, fapl.id());
+}
+
+// Trailing rows whose config_id was never written (zero-filled by a kill between extension and
+// write) are not rows.
+std::int64_t drop_unwritten_tail(const Dataset& config_id, std::int64_t n) {
+  while (n > 0 && read_strings(config_id, n - 1, 1).front().empty()) --n;
+  return n;
+}
+
+// An open-file-description lock on the results file marks a live writer. The kernel drops it
+// when the writer exits or is killed, which is what lets open() tell a killed writer (clear the
+// SWMR flags and resume) from a live one (refuse: two writers would corrupt the file). HDF5's own
+// lock cannot do this: a SWMR writer releases it in H5Fstart_swmr_write.
+class WriterLock {
+ public:
+  WriterLock() = default;
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+  WriterLock(WriterLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  WriterLock& operator=(WriterLock&& o) noexcept {
+    std::swap(fd_, o.fd_);
+    return *this;
+  }
+  ~WriterLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  static bool held_elsewhere(const fs::path& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    const bool held = ::fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+    ::close(fd);
+    return held;
+  }
+
+  // Takes the lock; throws if another writer holds it. Filesystems without OFD locks (some
+  // network filesystems) are not protected, which is no worse than HDF5 itself.
+  void acquire(const fs::path& path) {
+    fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd_ < 0) return;
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (::fcntl(fd_, F_OFD_SETLK, &fl) == 0) return;
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EAGAIN || err == EACCES) throw_busy(path);
+  }
+
+  [[noreturn]] static void throw_busy(const fs::path& path) {
+    throw StoreError(
+        fmt::format("{} is being written by another live process; refusing to open it "
+                    "for writing",
+                    path.string()));
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace
+
+// ===== writer =================================================================================
+
+struct ResultsWriter::Impl {
+  fs::path path;
+  FileMeta meta;
+  SystemInfo system;
+  std::map<std::string, RowState> rows;
+  WriterLock lock;  // declared before file: released only after the file is closed
+  Handle file;
+  Handle writer_dapl;
+  Handle one;                 // 1-element memory space for per-row writes
+  std::vector<Dataset> runs;  // parallel to schema::runs()
+  std::size_t config_id_col = 0;
+  Dataset sample_row, sample_time;
+  Dataset op_row;
+  std::vector<Dataset> ops;  // parallel to schema::ops()
+  std::int64_t n_runs = 0, n_samples = 0, n_ops = 0;
+
+  ~Impl() {
+    // Datasets first, so that the file really closes (and clears its SWMR flags) here.
+    runs.clear();
+    ops.clear();
+    sample_row = {};
+    sample_time = {};
+    op_row = {};
+    file.reset();
+  }
+
+  void close_datasets() {
+    runs.clear();
+    ops.clear();
+    sample_row = {};
+    sample_time = {};
+    op_row = {};
+  }
+
+  void open_datasets(hid_t dapl) {
+    const Handle g_runs = h5::open_group(file.id(), kRuns);
+    runs.clear();
+    for (std::size_t i = 0; i < schema::runs().size(); ++i) {
+      const auto& c = schema::runs()[i];
+      const std::string name(c.name);
+      if (!h5::exists(g_runs.id(), name))
+        not_results(path, fmt::format("no column /runs/{}", name));
+      runs.push_back(open_column(g_runs.id(), name, dapl));
+      if (runs.back().type != c.type)
+        not_results(path, fmt::format("column /runs/{} has another type", name));
+      if (c.name == "config_id") config_id_col = i;
+    }
+    const Handle g_samples = h5::open_group(file.id(), kSamples);
+    sample_row = open_column(g_samples.id(), kRow, dapl);
+    sample_time = open_column(g_samples.id(), kSampleTime, dapl);
+    const Handle g_ops = h5::open_group(file.id(), kOps);
+    op_row = open_column(g_ops.id(), kRow, dapl);
+    ops.clear();
+    for (const auto& c : schema::ops())
+      ops.push_back(open_column(g_ops.id(), std::string(c.name), dapl));
+  }
+
+  // Switches to SWMR writing: H5Fstart_swmr_write wants no open objects, so close, switch, and
+  // reopen the datasets with the chunk cache disabled (raw data goes straight to the file).
+  void start_swmr() {
+    close_datasets();
+    h5::start_swmr_write(file.id());
+    writer_dapl = h5::create_plist(H5P_DATASET_ACCESS);
+    h5::check_ok(H5Pset_chunk_cache(writer_dapl.id(), H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0,
+                                    H5D_CHUNK_CACHE_W0_DEFAULT),
+                 "H5Pset_chunk_cache");
+    open_datasets(writer_dapl.id());
+    for (auto& d : runs) d.track();
+    for (auto& d : ops) d.track();
+    sample_row.track();
+    sample_time.track();
+    op_row.track();
+    one = h5::simple_space(1);
+    h5::flush(file.id());
+  }
+
+  // Resume after a clean close or a kill: bring every group back to a consistent length.
+  void recover() {
+    std::int64_t n = std::numeric_limits<std::int64_t>::max();
+    for (const auto& d : runs) n = std::min(n, h5::length(d.dset.id()));
+    n = drop_unwritten_tail(runs[config_id_col], n);
+    for (const auto& d : runs)
+      if (h5::length(d.dset.id()) != n) h5::set_length(d.dset.id(), n);
+    n_runs = n;
+
+    const auto ids = read_strings(runs[config_id_col], 0, n);
+    const Dataset& status_col = runs[static_cast<std::size_t>(
+        std::find_if(schema::runs().begin(), schema::runs().end(),
+                     [](const auto& c) { return c.name == "status"; }) -
+        schema::runs().begin())];
+    const auto statuses = read_strings(status_col, 0, n);
+    rows.clear();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      rows.try_emplace(ids[k], RowState{i, statuses[k]});
+    }
+
+    // Samples/ops of a record whose /runs row never landed point at row >= n: drop them (they
+    // are the tail, written last).
+    auto trim_group = [&](Dataset& row_col, std::vector<Dataset*> cols) {
+      std::int64_t m = h5::length(row_col.dset.id());
+      for (const Dataset* d : cols) m = std::min(m, h5::length(d->dset.id()));
+      const auto row_of = read_ints(row_col, 0, m);
+      while (m > 0 && (row_of[static_cast<std::size_t>(m - 1)] >= n ||
+                       row_of[static_cast<std::size_t>(m - 1)] < 0))
+        --m;
+      cols.push_back(&row_col);
+      for (Dataset* d : cols)
+        if (h5::length(d->dset.id()) != m) h5::set_length(d->dset.id(), m);
+      return m;
+    };
+    n_samples = trim_group(sample_row, {&sample_time});
+    std::vector<Dataset*> op_cols;
+    for (auto& d : ops) op_cols.push_back(&d);
+    n_ops = trim_group(op_row, op_cols);
+  }
+
+  void write(const RunRecord& r) {
+    const std::string id = schema::config_id_of(r);
+    const auto found = rows.find(id);
+    const std::int64_t row = found != rows.end() ? found->second.row : n_runs;
+
+    // Samples and ops first: a /runs row never exists without them.
+    if (!r.samples.empty()) {
+      const auto k = static_cast<std::int64_t>(r.samples.size());
+      sample_time.grow_to(n_samples + k);
+      sample_row.grow_to(n_samples + k);
+      sample_time.put(one.id(), H5T_NATIVE_DOUBLE, n_samples, k, r.samples.data());
+      const std::vector<std::int64_t> rows_of(r.samples.size(), row);
+      sample_row.put(one.id(), H5T_NATIVE_INT64, n_samples, k, rows_of.data());
+    }
+    if (!r.ops.empty()) {
+      const auto k = static_cast<std::int64_t>(r.ops.size());
+      for (std::size_t c = 0; c < ops.size(); ++c) {
+        std::vector<Value> values;
+        values.reserve(r.ops.size());
+        for (const auto& o : r.ops) values.push_back(schema::ops()[c].get(o));
+        ops[c].grow_to(n_ops + k);
+        write_values(ops[c], one.id(), n_ops, values);
+      }
+      op_row.grow_to(n_ops + k);
+      const std::vector<std::int64_t> rows_of(r.ops.size(), row);
+      op_row.put(one.id(), H5T_NATIVE_INT64, n_ops, k, rows_of.data());
+    }
+
+    // HDF5 flushes metadata in no particular order across datasets: without this, a kill could
+    // leave the grown /runs extents on disk but not the grown samples/ops extents.
+    if (!r.samples.empty()) {
+      h5::flush_dataset(sample_time.dset.id());
+      h5::flush_dataset(sample_row.dset.id());
+    }
+    if (!r.ops.empty()) {
+      for (const auto& d : ops) h5::flush_dataset(d.dset.id());
+      h5::flush_dataset(op_row.dset.id());
+    }
+
+    // Then /runs: grow every column, fill the row (or overwrite it in place), config_id last: a
+    // reader treats a trailing row whose config_id is still empty as not yet written.
+    if (row == n_runs)
+      for (auto& d : runs) d.grow_to(n_runs + 1);
+    for (std::size_t c = 0; c < runs.size(); ++c) {
+      if (c != config_id_col) write_values(runs[c], one.id(), row, {schema::runs()[c].get(r)});
+    }
+    write_values(runs[config_id_col], one.id(), row, {Value(id)});
+    h5::flush(file.id());
+
+    n_samples += static_cast<std::int64_t>(r.samples.size());
+    n_ops += static_cast<std::int64_t>(r.ops.size());
+    if (row == n_runs) ++n_runs;
+    rows[id] = RowState{row, r.status};
+  }
+};
+
+ResultsWriter ResultsWriter::create(const fs::path& path, const FileMeta& meta,
+                                    const SystemInfo& system) {
+  if (fs::exists(path))
+    throw StoreError(fmt::format("{}: already exists; not overwriting it", path.string()));
+  return guarded(path, [&] {
+    auto impl = std::make_unique<Impl>();
+    impl->path = path;
+    impl->meta = meta;
+    impl->meta.schema = kSchema;
+    impl->system = system;
+    const Handle fapl = h5::file_access(/*latest_format=*/true, /*clear_status_flags=*/false);
+    impl->file = h5::create_file(path.string(), fapl.id());
+    const hid_t f = impl->file.id();
+    write_attrs(f, schema::meta(), impl->meta);
+    {
+      const Handle g = h5::create_group(f, kSystem);
+      write_attrs(g.id(), schema::system(), system);
+    }
+    {
+      const Handle g = h5::create_group(f, kRuns);
+      for (const auto& c : schema::runs())
+        h5::create_column(g.id(), std::string(c.name), c.type, c.width);
+    }
+    {
+      const Handle g = h5::create_group(f, kSamples);
+      h5::create_column(g.id(), kRow, Type::int64, 0);
+      h5::create_column(g.id(), kSampleTime, Type::float64, 0);
+    }
+    {
+      const Handle g = h5::create_group(f, kOps);
+      h5::create_column(g.id(), kRow, Type::int64, 0);
+      for (const auto& c : schema::ops())
+        h5::create_column(g.id(), std::string(c.name), c.type, c.width);
+    }
+    impl->start_swmr();
+    impl->lock.acquire(path);
+    return ResultsWriter(std::move(impl));
+  });
+}
+
+ResultsWriter ResultsWriter::open(const fs::path& path) {
+  return guarded(path, [&] {
+    auto impl = std::make_unique<Impl>();
+    impl->path = path;
+    if (WriterLock::held_elsewhere(path)) WriterLock::throw_busy(path);
+    {
+      // Validate read-only first, so a foreign HDF5 file is never opened for writing.
+      const Handle f = open_read_only(path, nullptr);
+      read_context(path, f.id(), impl->meta, impl->system);
+    }
+    // A killed SWMR writer leaves the superblock flagged "open for write"; plain H5Fopen then
+    // refuses ("file is already open for write"). Clear the flags the way h5clear does.
+    const Handle fapl = h5::file_access(/*latest_format=*/true, /*clear_status_flags=*/true);
+    impl->file = h5::open_file(path.string(), H5F_ACC_RDWR, fapl.id());
+    impl->open_datasets(H5P_DEFAULT);
+    impl->recover();
+    impl->start_swmr();
+    impl->lock.acquire(path);
+    return ResultsWriter(std::move(impl));
+  });
+}
+
+ResultsWriter::ResultsWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ResultsWriter::ResultsWriter(ResultsWriter&&) noexcept = default;
+ResultsWriter& ResultsWriter::operator=(ResultsWriter&&) noexcept = default;
+ResultsWriter::~ResultsWriter() = default;
+
+const FileMeta& ResultsWriter::meta() const {
+  return impl_->meta;
+}
+const SystemInfo& ResultsWriter::system() const {
+  return impl_->system;
+}
+const std::map<std::string, RowState>& ResultsWriter::rows() const {
+  return impl_->rows;
+}
+
+void ResultsWriter::write(const RunRecord& record) {
+  guarded(impl_->path, [&] { impl_->write(record); });
+}
+
+// ===== reader =================================================================================
+
+struct ResultsReader::Impl {
+  fs::path path;
+  Handle file;
+  bool swmr = false;
+  FileMeta meta;
+  SystemInfo system;
+  std::int64_t n_runs = 0;
+  std::map<std::string, std::int64_t> n_group;  // samples / ops: entries visible at snapshot
+
+  [[nodiscard]] Handle group(const std::string& name) const {
+    if (name != kRuns && name != kSamples && name != kOps)
+      throw StoreError(
+          fmt::format("{}: no group '{}' (runs, samples or ops)", path.string(), name));
+    return h5::open_group(file.id(), name);
+  }
+
+  [[nodiscard]] Dataset column(const std::string& grp, const std::string& name) const {
+    const Handle g = group(grp);
+    if (!h5::exists(g.id(), name))
+      throw StoreError(fmt::format("{}: no column /{}/{}", path.string(), grp, name));
+    Dataset d = open_column(g.id(), name, H5P_DEFAULT);
+    // Under SWMR the cached extent and chunk index may predate the writer's last flush.
+    if (swmr) h5::refresh(d.dset.id());
+    return d;
+  }
+
+  [[nodiscard]] std::int64_t min_length(const std::string& grp) const {
+    const Handle g = group(grp);
+    std::int64_t n = std::numeric_limits<std::int64_t>::max();
+    for (const auto& name : h5::list(g.id())) {
+      Dataset d = open_column(g.id(), name, H5P_DEFAULT);
+      if (swmr) h5::refresh(d.dset.id());
+      n = std::min(n, h5::length(d.dset.id()));
+    }
+    return n == std::numeric_limits<std::int64_t>::max() ? 0 : n;
+  }
+
+  void snapshot() {
+    n_runs = min_length(kRuns);
+    const Handle g = group(kRuns);
+    if (h5::exists(g.id(), "config_id"))
+      n_runs = drop_unwritten_tail(column(kRuns, "config_id"), n_runs);
+    n_group[kSamples] = min_length(kSamples);
+    n_group[kOps] = min_length(kOps);
+  }
+
+  [[nodiscard]] std::int64_t rows_of(const std::string& grp) const {
+    return grp == kRuns ? n_runs : n_group.at(grp);
+  }
+
+  [[nodiscard]] std::vector<double> doubles(const std::string& grp, const std::string& name) const {
+    const Dataset d = column(grp, name);
+    if (d.type == Type::string)
+      throw StoreError(
+          fmt::format("{}: column /{}/{} holds strings, not numbers", path.string(), grp, name));
+    return read_doubles(d, rows_of(grp));
+  }
+
+  [[nodiscard]] std::vector<std::int64_t> ints(const std::string& grp,
+                                               const std::string& name) const {
+    const Dataset d = column(grp, name);
+    if (d.type != Type::int64)
+      throw StoreError(
+          fmt::format("{}: column /{}/{} is not an integer column", path.string(), grp, name));
+    return read_ints(d, 0, rows_of(grp));
+  }
+
+  [[nodiscard]] std::vector<std::string> strings(const std::string& grp,
+                                                 const std::string& name) const {
+    const Dataset d = column(grp, name);
+    if (d.type != Type::string)
+      throw StoreError(
+          fmt::format("{}: column /{}/{} is not a string column", path.string(), grp, name));
+    return read_strings(d, 0, rows_of(grp));
+  }
+};
+
+ResultsReader::ResultsReader(const fs::path& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  guarded(path, [&] {
+    impl_->file = open_read_only(path, &impl_->swmr);
+    read_context(path, impl_->file.id(), impl_->meta, impl_->system);
+    for (const char* g : {kRuns, kSamples, kOps})
+      if (!h5::exists(impl_->file.id(), g)) not_results(path, fmt::format("no group /{}", g));
+    impl_->snapshot();
+  });
+}
+
+ResultsReader::ResultsReader(ResultsReader&&) noexcept = default;
+ResultsReader& ResultsReader::operator=(ResultsReader&&) noexcept = default;
+ResultsReader::~ResultsReader() = default;
+
+const FileMeta& ResultsReader::meta() const {
+  return impl_->meta;
+}
+const SystemInfo& ResultsReader::system() const {
+  return impl_->system;
+}
+std::int64_t ResultsReader::rows() const {
+  return impl_->n_runs;
+}
+bool ResultsReader::swmr() const {
+  return impl_->swmr;
+}
+
+void ResultsReader::refresh() {
+  guarded(impl_->path, [&] { impl_->snapshot(); });
+}
+
+bool ResultsReader::has_column(const std::string& name) const {
+  return guarded(impl_->path, [&] {
+    const Handle g = impl_->group(kRuns);
+    return h5::exists(g.id(), name);
+  });
+}
+
+std::vector<std::string> ResultsReader::columns() const {
+  return guarded(impl_->path, [&] {
+    const Handle g = impl_->group(kRuns);
+    return h5::list(g.id());
+  });
+}
+
+std::vector<double> ResultsReader::read_double(const std::string& column) const {
+  return guarded(impl_->path, [&] { return impl_->doubles(kRuns, column); });
+}
+std::vector<std::int64_t> ResultsReader::read_int(const std::string& column) const {
+  return guarded(impl_->path, [&] { return impl_->ints(kRuns, column); });
+}
+std::vector<std::string> ResultsReader::read_string(const std::string& column) const {
+  return guarded(impl_->path, [&] { return impl_->strings(kRuns, column); });
+}
+
+std::int64_t ResultsReader::group_rows(const std::string& group) const {
+  return guarded(impl_->path, [&] {
+    const Handle g = impl_->group(group);  // validates the name
+    return impl_->rows_of(group);
+  });
+}
+std::vector<double> ResultsReader::read_group_double(const std::string& group,
+                                                     const std::string& column) const {
+  return guarded(impl_->path, [&] { return impl_->doubles(group, column); });
+}
+std::vector<std::int64_t> ResultsReader::read_group_int(const std::string& group,
+                                                        const std::string& column) const {
+  return guarded(impl_->path, [&] { return impl_->ints(group, column); });
+}
+std::vector<std::string> ResultsReader::read_group_string(const std::string& group,
+                                                          const std::string& column) const {
+  return guarded(impl_->path, [&] { return impl_->strings(group, column); });
+}
+
+std::vector<RunRecord> ResultsReader::read_records() const {
+  return guarded(impl_->path, [&] {
+    const Impl& m = *impl_;
+    const auto n = static_cast<std::size_t>(m.n_runs);
+    std::vector<RunRecord> out(n);
+    const Handle g = m.group(kRuns);
+    for (const auto& c : schema::runs()) {
+      const std::string name(c.name);
+      if (!h5::exists(g.id(), name)) continue;  // a column this file predates: keep the default
+      std::vector<Value> values;
+      if (c.type == Type::string) {
+        for (auto& s : m.strings(kRuns, name)) values.emplace_back(std::move(s));
+      } else if (c.type == Type::int64) {
+        for (auto v : m.ints(kRuns, name)) values.emplace_back(v);
+      } else {
+        for (auto v : m.doubles(kRuns, name)) values.emplace_back(v);
+      }
+      for (std::size_t i = 0; i < n; ++i) {
+        try {
+          c.set(out[i], std::move(values[i]));
+        } catch (const std::exception& e) {
+          throw StoreError(
+              fmt::format("{}: /runs/{} row {}: {}", m.path.string(), name, i, e.what()));
+        }
+      }
+    }
+    const auto sample_rows = m.ints(kSamples, kRow);
+    const auto sample_times = m.doubles(kSamples, kSampleTime);
+    for (std::size_t i = 0; i < sample_rows.size(); ++i) {
+      const auto row = sample_rows[i];
+      if (row >= 0 && static_cast<std::size_t>(row) < n)
+        out[static_cast<std::size_t>(row)].samples.push_back(sample_times[i]);
+    }
+    const auto op_rows = m.ints(kOps, kRow);
+    std::vector<OpRecord> ops(op_rows.size());
+    for (const auto& c : schema::ops()) {
+      const std::string name(c.name);
+      std::vector<Value> values;
+      if (c.type == Type::string) {
+        for (auto& s : m.strings(kOps, name)) values.emplace_back(std::move(s));
+      } else if (c.type == Type::int64) {
+        for (auto v : m.ints(kOps, name)) values.emplace_back(v);
+      } else {
+        for (auto v : m.doubles(kOps, name)) values.emplace_back(v);
+      }
+      for (std::size_t i = 0; i < ops.size(); ++i) c.set(ops[i], std::move(values[i]));
+    }
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      const auto row = op_rows[i];
+      if (row >= 0 && static_cast<std::size_t>(row) < n)
+        out[static_cast<std::size_t>(row)].ops.push_back(std::move(ops[i]));
+    }
+    return out;
+  });
+}
+
+}  // namespace dnnscape::store

@@ -1,0 +1,580 @@
+#include "worker/fc.hpp"
+
+#include <fmt/format.h>
+#include <omp.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/parallel_reduce.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <unordered_map>
+
+#include "worker/dnnl_util.hpp"
+#include "worker/families.hpp"
+
+namespace dnnscape::worker {
+
+namespace {
+
+namespace du = dnnl_util;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using dnnl::memory;
+
+// Random-stream ids of the model's tensors (dnnl_util::uniform_at): fixed so that both
+// algorithms and every thread count see the same numbers for the same seed.
+constexpr std::uint64_t kInputStream = 1;
+constexpr std::uint64_t kLabelStream = 2;
+constexpr std::uint64_t kWeightStream = 100;  // + layer
+
+// The validated shape of an FC config.
+struct FcShape {
+  std::int64_t batch = 0;
+  std::vector<std::int64_t> widths;  // input, nodes x layers, output
+  bool training = true;
+  std::string algorithm;  // inner_product | matmul
+
+  [[nodiscard]] int weighted_layers() const { return static_cast<int>(widths.size()) - 1; }
+  [[nodiscard]] std::int64_t in(int l) const { return widths[static_cast<std::size_t>(l)]; }
+  [[nodiscard]] std::int64_t out(int l) const { return widths[static_cast<std::size_t>(l) + 1]; }
+  [[nodiscard]] bool hidden(int l) const { return l + 1 < weighted_layers(); }
+  [[nodiscard]] std::int64_t max_width() const {
+    return *std::max_element(widths.begin(), widths.end());
+  }
+};
+
+FcShape fc_shape(const space::Config& c) {
+  if (c.family != space::Family::fc)
+    throw std::invalid_argument("fc model built for a non-fc config");
+  if (c.layers < 0 || c.nodes < 1 || c.input < 1 || c.output < 1 || c.batch < 1) {
+    throw std::invalid_argument(fmt::format(
+        "fc needs layers >= 0 and nodes, input, output, batch >= 1 (got {}, {}, {}, {}, {})",
+        c.layers, c.nodes, c.input, c.output, c.batch));
+  }
+  FcShape s;
+  const auto& k = c.knobs;
+  if (k.mode != "training" && k.mode != "inference") {
+    throw Unsupported(
+        fmt::format("mode '{}' is not available for fc (training | inference)", k.mode));
+  }
+  if (k.dtype == "bf16") throw Unsupported("bf16 is not implemented for fc yet");
+  if (k.dtype != "f32")
+    throw Unsupported(fmt::format("dtype '{}' is not available for fc", k.dtype));
+  if (k.algorithm == "default") {
+    s.algorithm = kFcDefaultAlgorithm;
+  } else if (k.algorithm == "inner_product" || k.algorithm == "matmul") {
+    s.algorithm = k.algorithm;
+  } else {
+    throw Unsupported(fmt::format(
+        "algorithm '{}' is not available for fc (default | inner_product | matmul)", k.algorithm));
+  }
+  s.training = k.mode == "training";
+  s.batch = c.batch;
+  s.widths.push_back(c.input);
+  for (std::int64_t l = 0; l < c.layers; ++l) s.widths.push_back(c.nodes);
+  s.widths.push_back(c.output);
+  return s;
+}
+
+}  // namespace
+
+// Analytic counts; the model computes the same from the memory descriptors of what it built
+// (tests/worker/test_fc.cpp checks both agree). Conventions: docs/conventions.md.
+ModelCounts fc_counts(const space::Config& config) {
+  const FcShape s = fc_shape(config);
+  const double b = static_cast<double>(s.batch);
+  const double f = 4;  // bytes per f32
+  ModelCounts c;
+  double tensors = b * static_cast<double>(s.in(0));  // inputs
+  for (int l = 0; l < s.weighted_layers(); ++l) {
+    const double in = static_cast<double>(s.in(l));
+    const double out = static_cast<double>(s.out(l));
+    const double p = in * out + out;
+    c.params += p;
+    c.bytes += f * (b * in + p + b * out);  // forward: src, weights, bias, dst
+    tensors += p;                           // weights and biases
+    if (!s.training) continue;
+    tensors += p + b * out;                        // gradients; activations kept for backward
+    if (s.hidden(l)) c.bytes += f * 3 * b * out;   // ReLU backward: dst, diff_dst, diff_src
+    c.bytes += f * (b * out + in * out + b * in);  // backward_data: diff_dst, weights, diff_src
+    c.bytes += f * (b * in + b * out + in * out);  // backward_weights: src, diff_dst, diff_weights
+    // Bias gradient: inside backward_weights for inner_product, a ones-vector matmul for matmul.
+    c.bytes += s.algorithm == "matmul" ? f * (b + b * out + out) : f * out;
+    c.bytes += f * 3 * p;  // SGD update: weights and gradients read, weights written
+  }
+  const double o = static_cast<double>(s.out(s.weighted_layers() - 1));
+  c.bytes += f * 2 * b * o;  // softmax: src, dst
+  tensors += b * o + b;      // probabilities, labels (int32)
+  if (s.training) {
+    c.bytes += f * (2 * b * o + b);  // loss: probabilities, labels, logits gradient
+    tensors += 2 * b * static_cast<double>(s.max_width());  // ping-pong gradient buffers
+    if (s.algorithm == "matmul") tensors += b;              // ones vector (bias gradient)
+  } else {
+    // Activations: hidden layers alternate between (up to) two buffers; the logits have their own.
+    const int hidden = s.weighted_layers() - 1;
+    tensors += std::min(hidden, 2) * b * static_cast<double>(config.nodes) + b * o;
+  }
+  c.memory_bytes = f * tensors;  // + scratchpads, which only oneDNN knows (docs/conventions.md)
+  c.flops = (s.training ? 6.0 : 2.0) * b * c.params;
+  return c;
+}
+
+struct FcModel::Impl {
+  FcShape shape;
+  du::Runtime rt;
+  tbb::task_arena arena;
+  du::SharedScratchpad scratchpad;
+  ModelCounts counts;
+  double last_loss = std::numeric_limits<double>::quiet_NaN();
+
+  struct Layer {
+    memory w, b, dw, db;
+    memory::desc w_canonical, b_canonical;  // [out][in] and [out] views for the accessors
+  };
+  std::vector<Layer> layers;
+  memory x0, logits, probs, dlogits;
+  memory ones;                   // [1][batch] of 1.0: the bias gradient of matmul
+  std::vector<memory> grad_buf;  // owners of the gradient views (views do not keep them alive)
+  std::vector<std::int32_t> labels;
+
+  // One executed primitive (or host loop) of a step, with its conventional counts.
+  struct Op {
+    std::int64_t layer = -1;
+    std::string op, phase;
+    double flops = 0, bytes = 0;
+    dnnl::primitive_desc_base pd;  // empty for host ops
+    dnnl::primitive prim;
+    std::unordered_map<int, memory> args;
+    std::function<void()> host;
+    std::string impl;
+  };
+  std::vector<Op> ops;
+
+  Impl(const space::Config& config, std::uint64_t seed);
+
+  memory alloc(const memory::desc& md) {
+    counts.memory_bytes += static_cast<double>(md.get_size());
+    return du::checked("memory allocation", [&] { return memory(md, rt.engine); });
+  }
+  Op& add(std::int64_t layer, std::string op, std::string phase, double flops,
+          const dnnl::primitive_desc_base& pd, std::unordered_map<int, memory> args) {
+    Op o;
+    o.layer = layer;
+    o.op = std::move(op);
+    o.phase = std::move(phase);
+    o.flops = flops;
+    o.pd = pd;
+    o.args = std::move(args);
+    for (const auto& [arg, m] : o.args) o.bytes += du::logical_bytes(m.get_desc());
+    o.impl = du::impl_name(pd);
+    scratchpad.require(pd);
+    ops.push_back(std::move(o));
+    return ops.back();
+  }
+  void run(Op& o) {
+    if (o.host) {
+      rt.stream.wait();
+      o.host();
+    } else {
+      o.prim.execute(rt.stream, o.args);
+    }
+  }
+  void loss_and_gradient();
+};
+
+FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
+    : shape(fc_shape(config)), arena(std::max(1, omp_get_max_threads())) {
+  const FcShape& s = shape;
+  const memory::dim batch = s.batch;
+  const int nl = s.weighted_layers();
+  const bool mm = s.algorithm == "matmul";
+  const auto fwd_kind =
+      s.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  const auto plain = [](memory::dim r, memory::dim c, tag t = tag::ab) {
+    return memory::desc({r, c}, dt::f32, t);
+  };
+  const auto view = [](const memory::desc& md, const memory& m) {
+    return memory(md, m.get_engine(), m.get_data_handle());
+  };
+
+  // Inputs and labels, fixed for the model's life (ParaDnn trains on one random batch).
+  x0 = alloc(plain(batch, s.in(0)));
+  arena.execute([&] {
+    du::fill_uniform(static_cast<float*>(x0.get_data_handle()),
+                     static_cast<std::size_t>(batch * s.in(0)), -0.5F, 0.5F, seed, kInputStream);
+  });
+  labels.resize(static_cast<std::size_t>(batch));
+  counts.memory_bytes += static_cast<double>(labels.size() * sizeof(std::int32_t));
+  const auto classes = static_cast<float>(s.out(nl - 1));
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    const float u = du::uniform_at(seed, kLabelStream, i, 0.0F, classes);
+    labels[i] = std::min(static_cast<std::int32_t>(u), static_cast<std::int32_t>(classes) - 1);
+  }
+
+  // Activations: training keeps every layer's output for backward; inference alternates two.
+  std::vector<memory> act(static_cast<std::size_t>(nl));
+  std::vector<memory> pingpong;
+  for (int l = 0; l < nl; ++l) {
+    const auto md = plain(batch, s.out(l));
+    if (s.training || l == nl - 1) {
+      act[static_cast<std::size_t>(l)] = alloc(md);
+    } else {
+      if (pingpong.size() < 2 && pingpong.size() < static_cast<std::size_t>(l + 1)) {
+        pingpong.push_back(alloc(md));
+      }
+      act[static_cast<std::size_t>(l)] = pingpong[static_cast<std::size_t>(l) % 2];
+    }
+  }
+  logits = act.back();
+  probs = alloc(plain(batch, s.out(nl - 1)));
+  const auto src_of = [&](int l) { return l == 0 ? x0 : act[static_cast<std::size_t>(l) - 1]; };
+
+  // Two gradient buffers, alternating backward through the layers; tensors are views of them.
+  if (s.training) {
+    for (int i = 0; i < 2; ++i) {
+      grad_buf.push_back(alloc(memory::desc({batch * s.max_width()}, dt::f32, tag::a)));
+    }
+    dlogits = view(plain(batch, s.out(nl - 1)), grad_buf[0]);
+  }
+  // The gradient with respect to layer l's output lives in buffer (nl - 1 - l) % 2.
+  const auto grad_out = [&](int l) {
+    return view(plain(batch, s.out(l)), grad_buf[static_cast<std::size_t>(nl - 1 - l) % 2]);
+  };
+  const auto grad_in = [&](int l) {
+    return view(plain(batch, s.in(l)), grad_buf[static_cast<std::size_t>(nl - l) % 2]);
+  };
+
+  // ---- forward ----------------------------------------------------------------------------
+  std::vector<dnnl::inner_product_forward::primitive_desc> ip_fwd(static_cast<std::size_t>(nl));
+  layers.resize(static_cast<std::size_t>(nl));
+  for (int l = 0; l < nl; ++l) {
+    auto& L = layers[static_cast<std::size_t>(l)];
+    const memory::dim in = s.in(l);
+    const memory::dim out = s.out(l);
+    const double flops = 2.0 * static_cast<double>(batch) * static_cast<double>(in * out + out);
+    dnnl::post_ops relu;
+    if (s.hidden(l)) relu.append_eltwise(1.0F, dnnl::algorithm::eltwise_relu, 0.0F, 0.0F);
+    const auto attr = du::user_scratchpad_attr(relu);
+    const std::string what = fmt::format("layer {} forward", l);
+    const auto src_md = plain(batch, in);
+    const auto dst_md = plain(batch, out);
+    if (mm) {
+      // Training keeps plain [in][out] weights so backward can read them transposed in place.
+      const auto w_md = s.training ? plain(in, out) : memory::desc({in, out}, dt::f32, tag::any);
+      const auto b_md = plain(1, out);
+      auto pd = du::checked(what, [&] {
+        return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, w_md, b_md, dst_md), attr,
+                                            rt.engine);
+      });
+      L.w = alloc(pd.weights_desc());
+      L.b = alloc(b_md);
+      L.w_canonical = plain(in, out, tag::ba);
+      L.b_canonical = b_md;
+      add(l, "matmul", "forward", flops, pd,
+          {{DNNL_ARG_SRC, src_of(l)},
+           {DNNL_ARG_WEIGHTS, L.w},
+           {DNNL_ARG_BIAS, L.b},
+           {DNNL_ARG_DST, act[static_cast<std::size_t>(l)]}});
+    } else {
+      const auto w_md = memory::desc({out, in}, dt::f32, tag::any);
+      const auto b_md = memory::desc({out}, dt::f32, tag::a);
+      auto pd = du::checked(what, [&] {
+        return dnnl::inner_product_forward::primitive_desc(
+            dnnl::inner_product_forward::desc(fwd_kind, src_md, w_md, b_md, dst_md), attr,
+            rt.engine);
+      });
+      ip_fwd[static_cast<std::size_t>(l)] = pd;
+      L.w = alloc(pd.weights_desc());
+      L.b = alloc(b_md);
+      L.w_canonical = plain(out, in);
+      L.b_canonical = b_md;
+      add(l, "inner_product", "forward", flops, pd,
+          {{DNNL_ARG_SRC, src_of(l)},
+           {DNNL_ARG_WEIGHTS, L.w},
+           {DNNL_ARG_BIAS, L.b},
+           {DNNL_ARG_DST, act[static_cast<std::size_t>(l)]}});
+    }
+    // Glorot-uniform weights (Glorot & Bengio, AISTATS 2010), zero biases (Keras Dense defaults).
+    const float limit = std::sqrt(6.0F / static_cast<float>(in + out));
+    std::vector<float> w(static_cast<std::size_t>(in * out));
+    arena.execute([&] {
+      du::fill_uniform(w.data(), w.size(), -limit, limit, seed,
+                       kWeightStream + static_cast<std::uint64_t>(l));
+    });
+    du::write_from_plain(w, L.w_canonical, L.w, rt);
+    std::fill_n(static_cast<float*>(L.b.get_data_handle()), out, 0.0F);
+  }
+
+  {
+    const auto md = plain(batch, s.out(nl - 1));
+    auto pd = du::checked("softmax forward", [&] {
+      return dnnl::softmax_forward::primitive_desc(dnnl::softmax_forward::desc(fwd_kind, md, 1),
+                                                   du::user_scratchpad_attr(), rt.engine);
+    });
+    add(nl - 1, "softmax", "forward", 0, pd, {{DNNL_ARG_SRC, logits}, {DNNL_ARG_DST, probs}});
+  }
+
+  // ---- loss and backward ------------------------------------------------------------------
+  if (s.training) {
+    if (mm) {
+      ones = alloc(plain(1, batch));
+      std::fill_n(static_cast<float*>(ones.get_data_handle()), batch, 1.0F);
+    }
+    {
+      Op o;
+      o.layer = nl - 1;
+      o.op = "loss";
+      o.phase = "backward_data";
+      o.bytes =
+          4.0 * (2.0 * static_cast<double>(batch * s.out(nl - 1)) + static_cast<double>(batch));
+      o.impl = "host:tbb";
+      o.host = [this] { loss_and_gradient(); };
+      ops.push_back(std::move(o));
+    }
+    for (int l = nl - 1; l >= 0; --l) {
+      auto& L = layers[static_cast<std::size_t>(l)];
+      const memory::dim in = s.in(l);
+      const memory::dim out = s.out(l);
+      const double phase_flops =
+          2.0 * static_cast<double>(batch) * static_cast<double>(in * out + out);
+      const memory dy = grad_out(l);
+      const memory dx = grad_in(l);
+      const memory y = act[static_cast<std::size_t>(l)];
+      if (s.hidden(l)) {
+        // ReLU was fused into the forward primitive, so its derivative is read off the output:
+        // y > 0 exactly where the pre-activation was > 0. In place on the gradient buffer.
+        const auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+        const auto md = plain(batch, out);
+        auto pd = du::checked(fmt::format("layer {} relu backward", l), [&] {
+          const dnnl::eltwise_forward::primitive_desc hint(
+              dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, md, 0.0F, 0.0F),
+              rt.engine);
+          return dnnl::eltwise_backward::primitive_desc(
+              dnnl::eltwise_backward::desc(alg, md, md, 0.0F, 0.0F), du::user_scratchpad_attr(),
+              rt.engine, hint);
+        });
+        add(l, "eltwise", "backward_data", 0, pd,
+            {{DNNL_ARG_DST, y}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dy}});
+      }
+      const std::string bd = fmt::format("layer {} backward_data", l);
+      const std::string bw = fmt::format("layer {} backward_weights", l);
+      if (mm) {
+        // dX = dY W^T and dW = X^T dY, with the transposes as strided views of the same buffers.
+        const auto attr = du::user_scratchpad_attr();
+        const auto w_t = view(plain(out, in, tag::ba), L.w);
+        const auto x_t = view(plain(in, batch, tag::ba), src_of(l));
+        auto pd_d = du::checked(bd, [&] {
+          return dnnl::matmul::primitive_desc(
+              dnnl::matmul::desc(dy.get_desc(), w_t.get_desc(), dx.get_desc()), attr, rt.engine);
+        });
+        add(l, "matmul", "backward_data", phase_flops, pd_d,
+            {{DNNL_ARG_SRC, dy}, {DNNL_ARG_WEIGHTS, w_t}, {DNNL_ARG_DST, dx}});
+        L.dw = alloc(L.w.get_desc());
+        L.db = alloc(L.b.get_desc());
+        auto pd_w = du::checked(bw, [&] {
+          return dnnl::matmul::primitive_desc(
+              dnnl::matmul::desc(x_t.get_desc(), dy.get_desc(), L.dw.get_desc()), attr, rt.engine);
+        });
+        const double bias_flops = 2.0 * static_cast<double>(batch * out);
+        add(l, "matmul", "backward_weights", phase_flops - bias_flops, pd_w,
+            {{DNNL_ARG_SRC, x_t}, {DNNL_ARG_WEIGHTS, dy}, {DNNL_ARG_DST, L.dw}});
+        // db = 1^T dY as a matrix-vector product: oneDNN 2.6 has only a reference reduction.
+        auto pd_b = du::checked(fmt::format("layer {} bias gradient", l), [&] {
+          return dnnl::matmul::primitive_desc(
+              dnnl::matmul::desc(ones.get_desc(), dy.get_desc(), L.db.get_desc()), attr, rt.engine);
+        });
+        add(l, "matmul", "backward_weights", bias_flops, pd_b,
+            {{DNNL_ARG_SRC, ones}, {DNNL_ARG_WEIGHTS, dy}, {DNNL_ARG_DST, L.db}});
+      } else {
+        const auto& fwd = ip_fwd[static_cast<std::size_t>(l)];
+        const auto attr = du::user_scratchpad_attr();
+        auto pd_d = du::checked(bd, [&] {
+          return dnnl::inner_product_backward_data::primitive_desc(
+              dnnl::inner_product_backward_data::desc(dx.get_desc(), fwd.weights_desc(),
+                                                      dy.get_desc()),
+              attr, rt.engine, fwd);
+        });
+        add(l, "inner_product", "backward_data", phase_flops, pd_d,
+            {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, L.w}, {DNNL_ARG_DIFF_SRC, dx}});
+        // The weight gradient takes the weights' own (blocked) layout, so SGD is elementwise.
+        auto pd_w = du::checked(bw, [&] {
+          return dnnl::inner_product_backward_weights::primitive_desc(
+              dnnl::inner_product_backward_weights::desc(src_of(l).get_desc(), fwd.weights_desc(),
+                                                         L.b.get_desc(), dy.get_desc()),
+              attr, rt.engine, fwd);
+        });
+        L.dw = alloc(pd_w.diff_weights_desc());
+        L.db = alloc(pd_w.diff_bias_desc());
+        add(l, "inner_product", "backward_weights", phase_flops, pd_w,
+            {{DNNL_ARG_SRC, src_of(l)},
+             {DNNL_ARG_DIFF_DST, dy},
+             {DNNL_ARG_DIFF_WEIGHTS, L.dw},
+             {DNNL_ARG_DIFF_BIAS, L.db}});
+      }
+      // SGD: w <- w - lr * dw, in place (oneDNN sum allows dst == first source).
+      for (const auto& [p, g] : {std::pair{L.w, L.dw}, std::pair{L.b, L.db}}) {
+        auto pd = du::checked(fmt::format("layer {} update", l), [&] {
+          return dnnl::sum::primitive_desc(p.get_desc(), {1.0F, -kFcLearningRate},
+                                           {p.get_desc(), g.get_desc()}, rt.engine,
+                                           du::user_scratchpad_attr());
+        });
+        add(l, "update", "update", 0, pd,
+            {{DNNL_ARG_MULTIPLE_SRC, p}, {DNNL_ARG_MULTIPLE_SRC + 1, g}, {DNNL_ARG_DST, p}});
+      }
+    }
+  }
+
+  // Primitives are created once the shared scratchpad exists.
+  scratchpad.allocate();
+  counts.memory_bytes += static_cast<double>(scratchpad.bytes());
+  for (auto& o : ops) {
+    if (o.host) continue;
+    o.prim = du::checked(fmt::format("layer {} {} {}", o.layer, o.op, o.phase),
+                         [&] { return dnnl::primitive(o.pd.get()); });
+    o.args[DNNL_ARG_SCRATCHPAD] = scratchpad.memory_for(o.pd, rt.engine);
+    counts.bytes += o.bytes;
+    counts.flops += o.flops;
+  }
+  for (const auto& o : ops) {
+    if (o.host) counts.bytes += o.bytes;
+  }
+  for (const auto& L : layers) {
+    counts.params += du::logical_bytes(L.w.get_desc()) / 4 + du::logical_bytes(L.b.get_desc()) / 4;
+  }
+}
+
+// Softmax cross-entropy over the probabilities: loss = -mean log p[label], and its gradient with
+// respect to the logits, (p - onehot) / batch, row-parallel on oneTBB.
+void FcModel::Impl::loss_and_gradient() {
+  const auto batch = static_cast<std::size_t>(shape.batch);
+  const auto classes = static_cast<std::size_t>(shape.widths.back());
+  const auto* p = static_cast<const float*>(probs.get_data_handle());
+  auto* g = static_cast<float*>(dlogits.get_data_handle());
+  const float inv_batch = 1.0F / static_cast<float>(batch);
+  const double sum = arena.execute([&] {
+    return tbb::parallel_deterministic_reduce(
+        tbb::blocked_range<std::size_t>(0, batch, 16), 0.0,
+        [&](const tbb::blocked_range<std::size_t>& r, double acc) {
+          for (std::size_t i = r.begin(); i != r.end(); ++i) {
+            const float* pi = p + i * classes;
+            float* gi = g + i * classes;
+            const auto label = static_cast<std::size_t>(labels[i]);
+            for (std::size_t j = 0; j < classes; ++j) gi[j] = pi[j] * inv_batch;
+            gi[label] -= inv_batch;
+            acc -= std::log(std::max(static_cast<double>(pi[label]), double{FLT_MIN}));
+          }
+          return acc;
+        },
+        std::plus<>());
+  });
+  last_loss = sum / static_cast<double>(batch);
+}
+
+FcModel::FcModel(const space::Config& config, std::uint64_t seed)
+    : impl_(std::make_unique<Impl>(config, seed)) {}
+FcModel::~FcModel() = default;
+
+void FcModel::step() {
+  auto& m = *impl_;
+  for (auto& o : m.ops) m.run(o);
+  m.rt.stream.wait();
+}
+
+const ModelCounts& FcModel::counts() const {
+  return impl_->counts;
+}
+double FcModel::last_loss() const {
+  return impl_->last_loss;
+}
+
+std::vector<store::OpRecord> FcModel::profile_step() {
+  auto& m = *impl_;
+  std::vector<store::OpRecord> out;
+  out.reserve(m.ops.size());
+  for (auto& o : m.ops) {
+    store::OpRecord r;
+    r.layer = o.layer;
+    r.op = o.op;
+    r.phase = o.phase;
+    r.flops = o.flops;
+    r.bytes = o.bytes;
+    r.impl = o.impl;
+    r.time_s = du::timed_s(m.rt.stream, [&] { m.run(o); });
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::string FcModel::impl() const {
+  const auto& ops = impl_->ops;
+  const auto it = std::max_element(ops.begin(), ops.end(),
+                                   [](const auto& a, const auto& b) { return a.flops < b.flops; });
+  return it == ops.end() ? std::string() : it->impl;
+}
+
+int FcModel::weighted_layers() const {
+  return impl_->shape.weighted_layers();
+}
+std::int64_t FcModel::width(int l) const {
+  return impl_->shape.widths.at(static_cast<std::size_t>(l));
+}
+std::string FcModel::algorithm() const {
+  return impl_->shape.algorithm;
+}
+
+namespace {
+const auto& layer_at(const auto& layers, int l) {
+  if (l < 0 || static_cast<std::size_t>(l) >= layers.size()) {
+    throw std::out_of_range(fmt::format("fc layer {} out of range", l));
+  }
+  return layers[static_cast<std::size_t>(l)];
+}
+std::vector<float> read_or_empty(const memory& m, const memory::desc& md, du::Runtime& rt) {
+  return m ? du::read_to_plain(m, md, rt) : std::vector<float>{};
+}
+}  // namespace
+
+std::vector<float> FcModel::weights(int l) const {
+  const auto& L = layer_at(impl_->layers, l);
+  return du::read_to_plain(L.w, L.w_canonical, impl_->rt);
+}
+std::vector<float> FcModel::biases(int l) const {
+  const auto& L = layer_at(impl_->layers, l);
+  return du::read_to_plain(L.b, L.b_canonical, impl_->rt);
+}
+std::vector<float> FcModel::weight_gradient(int l) const {
+  const auto& L = layer_at(impl_->layers, l);
+  return read_or_empty(L.dw, L.w_canonical, impl_->rt);
+}
+std::vector<float> FcModel::bias_gradient(int l) const {
+  const auto& L = layer_at(impl_->layers, l);
+  return read_or_empty(L.db, L.b_canonical, impl_->rt);
+}
+std::vector<float> FcModel::inputs() const {
+  return du::read_to_plain(impl_->x0, impl_->x0.get_desc(), impl_->rt);
+}
+std::vector<std::int32_t> FcModel::labels() const {
+  return impl_->labels;
+}
+std::vector<float> FcModel::logits() const {
+  return du::read_to_plain(impl_->logits, impl_->logits.get_desc(), impl_->rt);
+}
+void FcModel::set_weights(int l, const std::vector<float>& w) {
+  const auto& L = layer_at(impl_->layers, l);
+  du::write_from_plain(w, L.w_canonical, L.w, impl_->rt);
+}
+void FcModel::set_biases(int l, const std::vector<float>& b) {
+  const auto& L = layer_at(impl_->layers, l);
+  du::write_from_plain(b, L.b_canonical, L.b, impl_->rt);
+}
+
+std::unique_ptr<Model> build_fc(const space::Config& config, std::uint64_t seed) {
+  return std::make_unique<FcModel>(config, seed);
+}
+
+}  // namespace dnnscape::worker

@@ -1,0 +1,863 @@
+// The RNN family on oneDNN. Data flow of one training step (T steps, batch B, N = T * B rows):
+//   embedding gather (oneTBB) -> one L-layer RNN primitive (forward_training, workspace)
+//   -> inner_product (N x H) * (H x V) -> softmax in place -> loss + its gradient in place (oneTBB)
+//   -> inner_product backward data / weights -> reorder of the cell weights to the backward layout
+//   -> RNN backward (data and weights in one primitive) -> embedding scatter-add (oneTBB)
+//   -> SGD updates (oneTBB).
+// Conventions (FLOPs, bytes, memory): docs/conventions-rnn.md.
+#include "worker/rnn.hpp"
+
+#include <omp.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/parallel_reduce.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "worker/families.hpp"
+
+namespace dnnscape::worker {
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+using Args = std::unordered_map<int, memory>;
+
+constexpr double kF32 = 4;  // bytes per f32 element
+constexpr double kId = 4;   // bytes per int32 token id
+constexpr float kDefaultLearningRate = 0.1F;
+
+// Layer indices of the op records: the whole cell stack is one primitive.
+constexpr std::int64_t kLayerEmbedding = 0;
+constexpr std::int64_t kLayerCells = 1;
+constexpr std::int64_t kLayerDense = 2;
+constexpr std::int64_t kLayerLoss = 3;
+
+// The validated shape of one RNN config.
+struct Dims {
+  std::string cell;
+  std::int64_t G = 1;  // gates
+  std::int64_t L = 0, E = 0, H = 0, T = 0, V = 0, B = 0;
+  bool training = true;
+  [[nodiscard]] std::int64_t rows() const { return T * B; }
+  [[nodiscard]] double cell_weights() const {  // weights_layer + weights_iter, all layers
+    return static_cast<double>(L) * G * H * (E + H);
+  }
+  [[nodiscard]] double cell_bias() const { return static_cast<double>(L) * G * H; }
+  [[nodiscard]] double dense_params() const { return static_cast<double>(H) * V + V; }
+};
+
+Dims dims_of(const space::Config& c) {
+  if (c.family != space::Family::rnn) {
+    throw std::invalid_argument("rnn: config is not of the rnn family");
+  }
+  if (c.knobs.dtype != "f32") {
+    throw Unsupported(fmt::format("rnn: dtype {} is not supported yet (f32 only)", c.knobs.dtype));
+  }
+  if (c.knobs.algorithm == "decomposed") {
+    throw Unsupported("rnn: algorithm decomposed is not implemented yet");
+  }
+  if (c.knobs.algorithm != "default" && c.knobs.algorithm != "fused") {
+    throw Unsupported(fmt::format("rnn: unknown algorithm {}", c.knobs.algorithm));
+  }
+  if (c.knobs.mode != "training" && c.knobs.mode != "inference") {
+    throw Unsupported(fmt::format("rnn: unknown mode {}", c.knobs.mode));
+  }
+  Dims d;
+  d.cell = c.cell;
+  d.G = rnn_gates(c.cell);
+  d.L = c.layers;
+  d.E = c.embedding;
+  d.H = c.embedding;
+  d.T = c.length;
+  d.V = c.vocab;
+  d.B = c.batch;
+  d.training = c.knobs.mode == "training";
+  for (auto [name, v] :
+       {std::pair{"layers", d.L}, std::pair{"embedding", d.E}, std::pair{"length", d.T},
+        std::pair{"vocab", d.V}, std::pair{"batch", d.B}}) {
+    if (v <= 0) throw Unsupported(fmt::format("rnn: {} must be positive, got {}", name, v));
+  }
+  if (d.rows() > std::numeric_limits<std::int32_t>::max() ||
+      d.V > std::numeric_limits<std::int32_t>::max()) {
+    throw Unsupported("rnn: length * batch and vocab must fit in int32 token positions");
+  }
+  return d;
+}
+
+// Expected number of distinct ids among N uniform draws from V (rows the embedding backward and
+// its update touch).
+double expected_distinct(double V, double N) {
+  return V * -std::expm1(N * std::log1p(-1.0 / V));
+}
+
+// Leading dimension oneDNN's RNN gives its buffers (rnn_utils::get_good_ld): 64-byte multiples,
+// never a multiple of 256 elements (4K aliasing).
+double good_ld(std::int64_t dim) {
+  std::int64_t ld = (dim + 15) / 16 * 16;
+  if (ld % 256 == 0) ld += 16;
+  return static_cast<double>(ld);
+}
+
+// Workspace of oneDNN 2.6's ref_rnn (forward_training; the backward reads it): gates and h of
+// every cell, plus h/c states and diff states of every layer boundary and step (5 state-sized
+// buffers for rnn and gru, 7 for lstm). Fitted to the sizes oneDNN 2.6.3 reports, within a few
+// percent (page rounding); see docs/conventions-rnn.md.
+double workspace_bytes_estimate(const Dims& d) {
+  const double cells = static_cast<double>(d.L) * d.T * d.B;
+  const double states = static_cast<double>(d.L + 1) * (d.T + 1) * d.B * good_ld(d.H);
+  return kF32 *
+         (cells * good_ld(d.G * d.H) + cells * good_ld(d.H) + (d.cell == "lstm" ? 7 : 5) * states);
+}
+
+// The largest scratchpad of the primitives (one buffer is shared): the RNN's per-step gates and
+// GEMM buffers, and for inference also the states that training keeps in the workspace.
+double scratchpad_bytes_estimate(const Dims& d) {
+  const double tail = 10.0 * d.B * good_ld(d.H) + 8192;
+  const double gates = static_cast<double>(d.T) * d.B * good_ld(d.G * d.H);
+  if (d.training) return kF32 * (5 * gates + tail);
+  const double states = static_cast<double>(d.L + 1) * (d.T + 1) * d.B * good_ld(d.H);
+  return kF32 * ((d.cell == "lstm" ? 3 : 2) * states + gates + tail);
+}
+
+struct OpCost {
+  std::int64_t layer = -1;
+  std::string op;
+  std::string phase;
+  double flops = 0;
+  double bytes = 0;
+};
+
+// The ops of one step in execution order with their analytic FLOPs and compulsory bytes. The model
+// executes exactly these ops; rnn_counts() sums them.
+std::vector<OpCost> op_costs(const Dims& d) {
+  const double N = static_cast<double>(d.rows());
+  const double E = static_cast<double>(d.E), H = static_cast<double>(d.H);
+  const double V = static_cast<double>(d.V);
+  const double Pw = d.cell_weights(), Pb = d.cell_bias(), Pd = d.dense_params();
+  const double ws = d.training ? workspace_bytes_estimate(d) : 0;
+  const double cell_flops = 2.0 * N * d.G * H * (E + H) * static_cast<double>(d.L);
+  const double dense_flops = 2.0 * N * Pd;
+  const double U = expected_distinct(V, N);
+  // Initial states (zeros, h and for LSTM c) read by both passes, their diffs written by backward.
+  const double S = static_cast<double>(d.L) * d.B * H * (d.cell == "lstm" ? 2 : 1);
+  const std::string fwd = "forward";
+  std::vector<OpCost> ops;
+  ops.push_back({kLayerEmbedding, "embedding", fwd, 0, kId * N + kF32 * 2 * N * E});
+  ops.push_back({kLayerCells, d.cell, fwd, cell_flops, kF32 * (N * E + S + Pw + Pb + N * H) + ws});
+  ops.push_back({kLayerDense, "inner_product", fwd, dense_flops, kF32 * (N * H + Pd + N * V)});
+  ops.push_back({kLayerLoss, "softmax", fwd, 0, kF32 * 2 * N * V});
+  if (!d.training) return ops;
+  ops.push_back({kLayerLoss, "loss", fwd, 0, kId * N + kF32 * 2 * N * V});
+  ops.push_back(
+      {kLayerDense, "inner_product", "backward_data", dense_flops, kF32 * (N * V + H * V + N * H)});
+  ops.push_back(
+      {kLayerDense, "inner_product", "backward_weights", dense_flops, kF32 * (N * H + N * V + Pd)});
+  ops.push_back({kLayerCells, "reorder", "backward_data", 0, kF32 * 2 * Pw});
+  // One primitive computes diff data and diff weights; diff weights are accumulated (read+write).
+  ops.push_back({kLayerCells, d.cell, "backward_data", 2 * cell_flops,
+                 kF32 * (2 * N * E + 2 * S + Pw + Pb + 2 * N * H + 2 * (Pw + Pb)) + ws});
+  ops.push_back(
+      {kLayerEmbedding, "embedding", "backward_weights", 0, kId * N + kF32 * (N * E + U * E)});
+  ops.push_back({kLayerEmbedding, "update", "update", 0, kF32 * 3 * U * E});
+  ops.push_back({kLayerCells, "update", "update", 0, kF32 * 4 * (Pw + Pb)});
+  ops.push_back({kLayerDense, "update", "update", 0, kF32 * 3 * Pd});
+  return ops;
+}
+
+double memory_bytes_estimate(const Dims& d) {
+  const double N = static_cast<double>(d.rows());
+  const double E = static_cast<double>(d.E), H = static_cast<double>(d.H);
+  const double V = static_cast<double>(d.V);
+  const double Pw = d.cell_weights(), Pb = d.cell_bias(), Pd = d.dense_params();
+  // Forward: table, ids, embedded input, cell weights, hidden output, dense weights, logits.
+  const double state = static_cast<double>(d.L) * d.B * H;
+  const double n_states = d.cell == "lstm" ? 2 : 1;
+  double floats = V * E + N * E + state + Pw + Pb + N * H + Pd + N * V;
+  double ids = 2 * N;  // tokens, targets
+  if (d.training) {
+    // Gradients of every weight, the cells' backward-layout weights, diff of the hidden output
+    // and of the embedded input; the embedding index.
+    floats += V * E + 2 * Pw + Pb + Pd + N * H + N * E + n_states * state;
+    ids += 2 * N + 2 * expected_distinct(V, N) + 1;  // positions, rows, row starts (int64)
+  }
+  return kF32 * floats + kId * ids + (d.training ? workspace_bytes_estimate(d) : 0) +
+         scratchpad_bytes_estimate(d);
+}
+
+// --- host helpers -------------------------------------------------------------------------------
+
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// Uniform in [0, 1) from (seed, stream, index): counter-based, so a parallel fill gives the same
+// values whatever the partition.
+double uniform01(std::uint64_t seed, std::uint64_t stream, std::uint64_t i) {
+  const std::uint64_t h = splitmix64(seed ^ splitmix64(stream * 0x100000001B3ULL + i));
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+
+void fill_uniform(std::span<float> out, float lo, float hi, std::uint64_t seed,
+                  std::uint64_t stream) {
+  tbb::parallel_for(tbb::blocked_range<std::size_t>(0, out.size(), 1 << 14), [&](const auto& r) {
+    for (std::size_t i = r.begin(); i != r.end(); ++i) {
+      out[i] = lo + (hi - lo) * static_cast<float>(uniform01(seed, stream, i));
+    }
+  });
+}
+
+float* f32(const memory& m) {
+  return static_cast<float*>(m.get_data_handle());
+}
+std::size_t elements(const memory& m) {
+  return m.get_desc().get_size() / sizeof(float);
+}
+std::span<float> span_of(const memory& m) {
+  return {f32(m), elements(m)};
+}
+
+// w -= lr * g elementwise (both in the same layout, padding included); optionally g = 0, for
+// gradients that oneDNN accumulates into.
+void sgd(std::span<float> w, std::span<float> g, float lr, bool zero_grad) {
+  tbb::parallel_for(tbb::blocked_range<std::size_t>(0, w.size(), 1 << 14), [&](const auto& r) {
+    float* __restrict wp = w.data();
+    float* __restrict gp = g.data();
+    for (std::size_t i = r.begin(); i != r.end(); ++i) wp[i] -= lr * gp[i];
+    if (zero_grad) std::fill(gp + r.begin(), gp + r.end(), 0.0F);
+  });
+}
+
+std::string impl_of(const dnnl::primitive_desc_base& pd) {
+  return pd.impl_info_str();
+}
+
+// --- the model ----------------------------------------------------------------------------------
+
+class RnnModelImpl final : public RnnModel {
+ public:
+  RnnModelImpl(const space::Config& config, std::uint64_t seed);
+
+  void step() override {
+    arena_.execute([&] {
+      for (auto& op : ops_) op.run();
+    });
+    stream_.wait();
+  }
+  [[nodiscard]] const ModelCounts& counts() const override { return counts_; }
+  [[nodiscard]] double last_loss() const override { return loss_; }
+  std::vector<store::OpRecord> profile_step() override;
+  [[nodiscard]] std::string impl() const override { return impl_; }
+
+  [[nodiscard]] RnnParams params() const override;
+  void set_params(const RnnParams& p) override;
+  [[nodiscard]] const std::vector<std::int32_t>& tokens() const override { return tokens_; }
+  [[nodiscard]] const std::vector<std::int32_t>& targets() const override { return targets_; }
+  [[nodiscard]] std::vector<float> hidden() const override {
+    const float* h = f32(dst_layer_);
+    return {h, h + d_.rows() * d_.H};
+  }
+  [[nodiscard]] float learning_rate() const override { return lr_; }
+  void set_learning_rate(float lr) override { lr_ = lr; }
+
+ private:
+  struct Op {
+    OpCost cost;
+    std::string impl;
+    std::function<void()> run;
+  };
+
+  memory make(const memory::desc& md) {
+    memory m(md, engine_);
+    allocated_bytes_ += static_cast<double>(md.get_size());
+    std::memset(m.get_data_handle(), 0, md.get_size());
+    return m;
+  }
+  void add_primitive(const OpCost& cost, const std::string& impl, const dnnl::primitive& p,
+                     Args args) {
+    if (scratchpad_bytes_ > 0) args.insert({DNNL_ARG_SCRATCHPAD, scratchpad_});
+    ops_.push_back({cost, impl, [this, p, args = std::move(args)] { p.execute(stream_, args); }});
+  }
+  void note_scratchpad(const dnnl::primitive_desc_base& pd) {
+    scratchpad_bytes_ = std::max(scratchpad_bytes_, pd.scratchpad_desc().get_size());
+  }
+  // Copies between a primitive layout and a plain one (params/set_params for the tests).
+  std::vector<float> read_plain(const memory& m, const memory::desc& plain) const;
+  void write_plain(const std::vector<float>& v, const memory& m, const memory::desc& plain);
+
+  void build_dense(std::vector<OpCost>& costs_fwd);
+
+  Dims d_;
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  mutable dnnl::stream stream_{engine_};
+  tbb::task_arena arena_;
+  float lr_ = kDefaultLearningRate;
+  double loss_ = std::numeric_limits<double>::quiet_NaN();
+  double allocated_bytes_ = 0;
+  std::size_t scratchpad_bytes_ = 0;
+  std::string impl_;
+  ModelCounts counts_;
+
+  std::vector<std::int32_t> tokens_, targets_;
+  EmbeddingIndex index_;
+
+  memory table_, table_grad_;
+  memory src_layer_, dst_layer_, diff_dst_layer_, diff_src_layer_;
+  // Zero initial states, given explicitly: with a zero src_iter descriptor oneDNN 2.6's backward
+  // computes a wrong diff_weights_iter for the top layer of vanilla RNN and LSTM (checked by
+  // tests/worker/test_rnn.cpp). diff_src_iter(_c) are written and not used.
+  memory src_iter_, diff_src_iter_, diff_src_iter_c_;
+  memory w_layer_, w_iter_, bias_;     // forward layouts (updated in place)
+  memory w_layer_bwd_, w_iter_bwd_;    // backward layouts, reordered every step
+  memory dw_layer_, dw_iter_, dbias_;  // same layouts as w_layer_, w_iter_, bias_
+  memory workspace_;
+  memory dense_w_, dense_b_, dense_dw_, dense_db_;
+  memory logits_;  // logits -> probabilities (softmax in place) -> d loss / d logits (in place)
+  memory scratchpad_;
+  std::vector<Op> ops_;
+};
+
+// Memory descriptors of the cell stack: ldigo weights, ldgo bias, tnc activations.
+struct CellDescs {
+  memory::desc src_layer, dst_layer, state, w_layer_any, w_iter_any, bias_any, w_layer_plain,
+      w_iter_plain, bias_plain;
+};
+
+CellDescs cell_descs(const Dims& d) {
+  CellDescs c;
+  c.src_layer = memory::desc({d.T, d.B, d.E}, dt::f32, tag::tnc);
+  c.dst_layer = memory::desc({d.T, d.B, d.H}, dt::f32, tag::tnc);
+  c.state = memory::desc({d.L, 1, d.B, d.H}, dt::f32, tag::ldnc);
+  c.w_layer_any = memory::desc({d.L, 1, d.E, d.G, d.H}, dt::f32, tag::any);
+  c.w_iter_any = memory::desc({d.L, 1, d.H, d.G, d.H}, dt::f32, tag::any);
+  c.bias_any = memory::desc({d.L, 1, d.G, d.H}, dt::f32, tag::any);
+  c.w_layer_plain = memory::desc({d.L, 1, d.E, d.G, d.H}, dt::f32, tag::ldigo);
+  c.w_iter_plain = memory::desc({d.L, 1, d.H, d.G, d.H}, dt::f32, tag::ldigo);
+  c.bias_plain = memory::desc({d.L, 1, d.G, d.H}, dt::f32, tag::ldgo);
+  return c;
+}
+
+// The three cells behind one interface: forward and backward primitive descriptors.
+struct CellPds {
+  dnnl::primitive fwd, bwd;
+  memory::desc w_layer, w_iter, bias, w_layer_bwd, w_iter_bwd, bias_bwd, workspace;
+  std::string fwd_impl, bwd_impl;
+  std::size_t fwd_scratch = 0, bwd_scratch = 0;
+};
+
+template <typename Fwd, typename Bwd>
+void fill_pds(CellPds& out, const typename Fwd::primitive_desc& fpd,
+              const typename Bwd::primitive_desc* bpd) {
+  out.fwd = Fwd(fpd);
+  out.w_layer = fpd.weights_layer_desc();
+  out.w_iter = fpd.weights_iter_desc();
+  out.bias = fpd.bias_desc();
+  out.workspace = fpd.workspace_desc();
+  out.fwd_impl = impl_of(fpd);
+  out.fwd_scratch = fpd.scratchpad_desc().get_size();
+  if (bpd != nullptr) {
+    out.bwd = Bwd(*bpd);
+    out.w_layer_bwd = bpd->weights_layer_desc();
+    out.w_iter_bwd = bpd->weights_iter_desc();
+    out.bias_bwd = bpd->bias_desc();
+    out.bwd_impl = impl_of(*bpd);
+    out.bwd_scratch = bpd->scratchpad_desc().get_size();
+    if (bpd->diff_weights_layer_desc() != out.w_layer ||
+        bpd->diff_weights_iter_desc() != out.w_iter || bpd->diff_bias_desc() != out.bias) {
+      throw std::logic_error("rnn: diff weights layout differs from the weights layout");
+    }
+    if (bpd->workspace_desc() != out.workspace) {
+      throw std::logic_error("rnn: backward workspace differs from the forward one");
+    }
+  }
+}
+
+CellPds make_cell_pds(const Dims& d, const dnnl::engine& eng, const dnnl::primitive_attr& attr) {
+  const CellDescs c = cell_descs(d);
+  const memory::desc none;
+  const auto prop =
+      d.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  const auto dir = dnnl::rnn_direction::unidirectional_left2right;
+  CellPds out;
+  if (d.cell == "rnn") {
+    using F = dnnl::vanilla_rnn_forward;
+    using B = dnnl::vanilla_rnn_backward;
+    const auto act = dnnl::algorithm::eltwise_tanh;
+    F::primitive_desc fpd(F::desc(prop, act, dir, c.src_layer, c.state, c.w_layer_any, c.w_iter_any,
+                                  c.bias_any, c.dst_layer, none),
+                          attr, eng);
+    if (!d.training) {
+      fill_pds<F, B>(out, fpd, nullptr);
+      return out;
+    }
+    // Diff weights take the forward layouts so that SGD is elementwise.
+    B::primitive_desc bpd(B::desc(dnnl::prop_kind::backward, act, dir, c.src_layer, c.state,
+                                  c.w_layer_any, c.w_iter_any, c.bias_any, c.dst_layer, none,
+                                  c.src_layer, c.state, fpd.weights_layer_desc(),
+                                  fpd.weights_iter_desc(), fpd.bias_desc(), c.dst_layer, none),
+                          attr, eng, fpd);
+    fill_pds<F, B>(out, fpd, &bpd);
+  } else if (d.cell == "lstm") {
+    using F = dnnl::lstm_forward;
+    using B = dnnl::lstm_backward;
+    F::primitive_desc fpd(F::desc(prop, dir, c.src_layer, c.state, c.state, c.w_layer_any,
+                                  c.w_iter_any, c.bias_any, c.dst_layer, none, none),
+                          attr, eng);
+    if (!d.training) {
+      fill_pds<F, B>(out, fpd, nullptr);
+      return out;
+    }
+    B::primitive_desc bpd(
+        B::desc(dnnl::prop_kind::backward, dir, c.src_layer, c.state, c.state, c.w_layer_any,
+                c.w_iter_any, c.bias_any, c.dst_layer, none, none, c.src_layer, c.state, c.state,
+                fpd.weights_layer_desc(), fpd.weights_iter_desc(), fpd.bias_desc(), c.dst_layer,
+                none, none),
+        attr, eng, fpd);
+    fill_pds<F, B>(out, fpd, &bpd);
+  } else {
+    using F = dnnl::gru_forward;
+    using B = dnnl::gru_backward;
+    F::primitive_desc fpd(F::desc(prop, dir, c.src_layer, c.state, c.w_layer_any, c.w_iter_any,
+                                  c.bias_any, c.dst_layer, none),
+                          attr, eng);
+    if (!d.training) {
+      fill_pds<F, B>(out, fpd, nullptr);
+      return out;
+    }
+    B::primitive_desc bpd(
+        B::desc(dnnl::prop_kind::backward, dir, c.src_layer, c.state, c.w_layer_any, c.w_iter_any,
+                c.bias_any, c.dst_layer, none, c.src_layer, c.state, fpd.weights_layer_desc(),
+                fpd.weights_iter_desc(), fpd.bias_desc(), c.dst_layer, none),
+        attr, eng, fpd);
+    fill_pds<F, B>(out, fpd, &bpd);
+  }
+  return out;
+}
+
+RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
+    : d_(dims_of(config)), arena_(std::max(1, omp_get_max_threads())) {
+  const std::vector<OpCost> costs = op_costs(d_);
+  auto cost = [&](std::size_t i) { return costs.at(i); };
+  const std::int64_t N = d_.rows();
+  const auto E = d_.E, H = d_.H, V = d_.V;
+
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+
+  // Token ids and the embedding index (fixed for the model's life, like ParaDnn's random data).
+  tokens_.resize(static_cast<std::size_t>(N));
+  targets_.resize(static_cast<std::size_t>(N));
+  for (std::size_t i = 0; i < tokens_.size(); ++i) {
+    tokens_[i] = static_cast<std::int32_t>(uniform01(seed, 1, i) * static_cast<double>(V));
+    targets_[i] = static_cast<std::int32_t>(uniform01(seed, 2, i) * static_cast<double>(V));
+  }
+  allocated_bytes_ += kId * 2 * static_cast<double>(N);
+
+  // Cell stack.
+  const CellDescs cd = cell_descs(d_);
+  const CellPds cp = make_cell_pds(d_, engine_, attr);
+  scratchpad_bytes_ = std::max(cp.fwd_scratch, cp.bwd_scratch);
+
+  // Dense: inner product over N rows. Weights in the layout the forward prefers, if the backward
+  // implementations take it without falling back to a reference kernel; otherwise plain oi.
+  const memory::desc ip_src({N, H}, dt::f32, tag::nc);
+  const memory::desc ip_dst({N, V}, dt::f32, tag::nc);
+  const memory::desc ip_bias({V}, dt::f32, tag::x);
+  const auto ip_prop =
+      d_.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  dnnl::inner_product_forward::primitive_desc ip_fwd;
+  dnnl::inner_product_backward_data::primitive_desc ip_bwd_data;
+  dnnl::inner_product_backward_weights::primitive_desc ip_bwd_w;
+  for (const tag wtag : {tag::any, tag::oi}) {
+    const memory::desc w_md({V, H}, dt::f32, wtag);
+    ip_fwd = dnnl::inner_product_forward::primitive_desc(
+        dnnl::inner_product_forward::desc(ip_prop, ip_src, w_md, ip_bias, ip_dst), attr, engine_);
+    if (!d_.training) break;
+    const memory::desc w = ip_fwd.weights_desc();
+    try {
+      ip_bwd_data = dnnl::inner_product_backward_data::primitive_desc(
+          dnnl::inner_product_backward_data::desc(ip_src, w, ip_dst), attr, engine_, ip_fwd);
+      ip_bwd_w = dnnl::inner_product_backward_weights::primitive_desc(
+          dnnl::inner_product_backward_weights::desc(ip_src, w, ip_bias, ip_dst), attr, engine_,
+          ip_fwd);
+    } catch (const dnnl::error&) {
+      if (wtag == tag::oi) throw;
+      continue;
+    }
+    const bool ref =
+        impl_of(ip_bwd_data).rfind("ref", 0) == 0 || impl_of(ip_bwd_w).rfind("ref", 0) == 0;
+    if (!ref || wtag == tag::oi) break;
+  }
+  note_scratchpad(ip_fwd);
+  if (d_.training) {
+    note_scratchpad(ip_bwd_data);
+    note_scratchpad(ip_bwd_w);
+  }
+  const dnnl::softmax_forward::primitive_desc sm_pd(dnnl::softmax_forward::desc(ip_prop, ip_dst, 1),
+                                                    attr, engine_);
+  note_scratchpad(sm_pd);
+
+  // Weight-layout reorders for the cell backward.
+  dnnl::reorder::primitive_desc ro_layer, ro_iter;
+  const bool reorder_weights =
+      d_.training && (cp.w_layer_bwd != cp.w_layer || cp.w_iter_bwd != cp.w_iter);
+  if (d_.training && cp.bias_bwd != cp.bias) {
+    throw std::logic_error("rnn: backward bias layout differs from the forward one");
+  }
+
+  // Memories.
+  table_ = make(memory::desc({V, E}, dt::f32, tag::ab));
+  src_layer_ = make(cd.src_layer);
+  dst_layer_ = make(cd.dst_layer);
+  src_iter_ = make(cd.state);
+  w_layer_ = make(cp.w_layer);
+  w_iter_ = make(cp.w_iter);
+  bias_ = make(cp.bias);
+  dense_w_ = make(ip_fwd.weights_desc());
+  dense_b_ = make(ip_fwd.bias_desc());
+  logits_ = make(ip_dst);
+  if (d_.training) {
+    table_grad_ = make(table_.get_desc());
+    diff_dst_layer_ = make(cd.dst_layer);
+    diff_src_layer_ = make(cd.src_layer);
+    diff_src_iter_ = make(cd.state);
+    if (d_.cell == "lstm") diff_src_iter_c_ = make(cd.state);
+    dw_layer_ = make(cp.w_layer);
+    dw_iter_ = make(cp.w_iter);
+    dbias_ = make(cp.bias);
+    workspace_ = make(cp.workspace);
+    dense_dw_ = make(ip_fwd.weights_desc());
+    dense_db_ = make(ip_fwd.bias_desc());
+    if (reorder_weights) {
+      w_layer_bwd_ = make(cp.w_layer_bwd);
+      w_iter_bwd_ = make(cp.w_iter_bwd);
+      ro_layer = dnnl::reorder::primitive_desc(w_layer_, w_layer_bwd_);
+      ro_iter = dnnl::reorder::primitive_desc(w_iter_, w_iter_bwd_);
+    } else {
+      w_layer_bwd_ = w_layer_;
+      w_iter_bwd_ = w_iter_;
+    }
+    index_ = embedding_index(tokens_, V);
+    allocated_bytes_ += kId * static_cast<double>(index_.rows.size() + index_.positions.size()) +
+                        8.0 * static_cast<double>(index_.row_start.size());
+  }
+  scratchpad_ = make(memory::desc(
+      {static_cast<memory::dim>(std::max<std::size_t>(scratchpad_bytes_, 1))}, dt::u8, tag::x));
+
+  // Random weights: U(-1/sqrt(H), 1/sqrt(H)) as PyTorch initializes RNN and Linear layers; the
+  // table U(-0.1, 0.1). Filled plain, then reordered into the primitives' layouts.
+  const float k = 1.0F / std::sqrt(static_cast<float>(H));
+  arena_.execute([&] {
+    fill_uniform(span_of(table_), -0.1F, 0.1F, seed, 10);
+    RnnParams p;
+    p.weights_layer.resize(cd.w_layer_plain.get_size() / sizeof(float));
+    p.weights_iter.resize(cd.w_iter_plain.get_size() / sizeof(float));
+    p.bias.resize(cd.bias_plain.get_size() / sizeof(float));
+    p.dense_weights.resize(static_cast<std::size_t>(V * H));
+    p.dense_bias.resize(static_cast<std::size_t>(V));
+    fill_uniform(p.weights_layer, -k, k, seed, 11);
+    fill_uniform(p.weights_iter, -k, k, seed, 12);
+    fill_uniform(p.bias, -k, k, seed, 13);
+    fill_uniform(p.dense_weights, -k, k, seed, 14);
+    fill_uniform(p.dense_bias, -k, k, seed, 15);
+    write_plain(p.weights_layer, w_layer_, cd.w_layer_plain);
+    write_plain(p.weights_iter, w_iter_, cd.w_iter_plain);
+    write_plain(p.bias, bias_, cd.bias_plain);
+    write_plain(p.dense_weights, dense_w_, memory::desc({V, H}, dt::f32, tag::oi));
+    write_plain(p.dense_bias, dense_b_, ip_bias);
+  });
+
+  // The step, op by op (order and costs as op_costs()).
+  std::size_t ci = 0;
+  const float* table = f32(table_);
+  float* emb = f32(src_layer_);
+  ops_.push_back({cost(ci++), "tbb", [this, table, emb, E] {
+                    tbb::parallel_for(
+                        tbb::blocked_range<std::size_t>(0, tokens_.size(), 16), [&](const auto& r) {
+                          for (std::size_t i = r.begin(); i != r.end(); ++i) {
+                            std::memcpy(emb + i * E,
+                                        table + static_cast<std::size_t>(tokens_[i]) * E,
+                                        sizeof(float) * static_cast<std::size_t>(E));
+                          }
+                        });
+                  }});
+  Args cell_fwd{{DNNL_ARG_SRC_LAYER, src_layer_}, {DNNL_ARG_WEIGHTS_LAYER, w_layer_},
+                {DNNL_ARG_WEIGHTS_ITER, w_iter_}, {DNNL_ARG_BIAS, bias_},
+                {DNNL_ARG_DST_LAYER, dst_layer_}, {DNNL_ARG_SRC_ITER, src_iter_}};
+  if (d_.cell == "lstm") cell_fwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_});
+  if (d_.training) cell_fwd.insert({DNNL_ARG_WORKSPACE, workspace_});
+  add_primitive(cost(ci++), cp.fwd_impl, cp.fwd, cell_fwd);
+  const memory ip_src_mem(ip_src, engine_, dst_layer_.get_data_handle());
+  add_primitive(cost(ci++), impl_of(ip_fwd), dnnl::inner_product_forward(ip_fwd),
+                {{DNNL_ARG_SRC, ip_src_mem},
+                 {DNNL_ARG_WEIGHTS, dense_w_},
+                 {DNNL_ARG_BIAS, dense_b_},
+                 {DNNL_ARG_DST, logits_}});
+  add_primitive(cost(ci++), impl_of(sm_pd), dnnl::softmax_forward(sm_pd),
+                {{DNNL_ARG_SRC, logits_}, {DNNL_ARG_DST, logits_}});
+  impl_ = cp.fwd_impl;
+  if (d_.training) {
+    // Mean cross-entropy over the N positions; its gradient (p - onehot) / N written over p.
+    ops_.push_back({cost(ci++), "tbb", [this, V] {
+                      float* p = f32(logits_);
+                      const auto n = tokens_.size();
+                      const float inv_n = 1.0F / static_cast<float>(n);
+                      loss_ = tbb::parallel_deterministic_reduce(
+                                  tbb::blocked_range<std::size_t>(0, n, 64), 0.0,
+                                  [&](const auto& r, double acc) {
+                                    for (std::size_t i = r.begin(); i != r.end(); ++i) {
+                                      float* row = p + i * static_cast<std::size_t>(V);
+                                      const auto t = static_cast<std::size_t>(targets_[i]);
+                                      acc -= std::log(std::max(row[t], 1e-30F));
+                                      for (std::int64_t j = 0; j < V; ++j) row[j] *= inv_n;
+                                      row[t] -= inv_n;
+                                    }
+                                    return acc;
+                                  },
+                                  std::plus<>()) /
+                              static_cast<double>(n);
+                    }});
+    const memory ip_diff_src(ip_src, engine_, diff_dst_layer_.get_data_handle());
+    add_primitive(cost(ci++), impl_of(ip_bwd_data), dnnl::inner_product_backward_data(ip_bwd_data),
+                  {{DNNL_ARG_DIFF_DST, logits_},
+                   {DNNL_ARG_WEIGHTS, dense_w_},
+                   {DNNL_ARG_DIFF_SRC, ip_diff_src}});
+    add_primitive(cost(ci++), impl_of(ip_bwd_w), dnnl::inner_product_backward_weights(ip_bwd_w),
+                  {{DNNL_ARG_SRC, ip_src_mem},
+                   {DNNL_ARG_DIFF_DST, logits_},
+                   {DNNL_ARG_DIFF_WEIGHTS, dense_dw_},
+                   {DNNL_ARG_DIFF_BIAS, dense_db_}});
+    const OpCost reorder_cost = cost(ci++);
+    if (reorder_weights) {
+      const dnnl::reorder rl(ro_layer), ri(ro_iter);
+      ops_.push_back({reorder_cost, impl_of(ro_layer), [this, rl, ri] {
+                        rl.execute(stream_, w_layer_, w_layer_bwd_);
+                        ri.execute(stream_, w_iter_, w_iter_bwd_);
+                      }});
+    }
+    Args cell_bwd{{DNNL_ARG_SRC_LAYER, src_layer_},
+                  {DNNL_ARG_WEIGHTS_LAYER, w_layer_bwd_},
+                  {DNNL_ARG_WEIGHTS_ITER, w_iter_bwd_},
+                  {DNNL_ARG_BIAS, bias_},
+                  {DNNL_ARG_DST_LAYER, dst_layer_},
+                  {DNNL_ARG_DIFF_DST_LAYER, diff_dst_layer_},
+                  {DNNL_ARG_WORKSPACE, workspace_},
+                  {DNNL_ARG_DIFF_SRC_LAYER, diff_src_layer_},
+                  {DNNL_ARG_DIFF_WEIGHTS_LAYER, dw_layer_},
+                  {DNNL_ARG_DIFF_WEIGHTS_ITER, dw_iter_},
+                  {DNNL_ARG_DIFF_BIAS, dbias_},
+                  {DNNL_ARG_SRC_ITER, src_iter_},
+                  {DNNL_ARG_DIFF_SRC_ITER, diff_src_iter_}};
+    if (d_.cell == "lstm") {
+      cell_bwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_});
+      cell_bwd.insert({DNNL_ARG_DIFF_SRC_ITER_C, diff_src_iter_c_});
+    }
+    add_primitive(cost(ci++), cp.bwd_impl, cp.bwd, cell_bwd);
+    ops_.push_back({cost(ci++), "tbb", [this, E] {
+                      embedding_scatter_add(index_, span_of(diff_src_layer_), E,
+                                            span_of(table_grad_));
+                    }});
+    ops_.push_back({cost(ci++), "tbb", [this, E] {
+                      float* w = f32(table_);
+                      const float* g = f32(table_grad_);
+                      const float lr = lr_;
+                      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, index_.rows.size(), 16),
+                                        [&](const auto& r) {
+                                          for (std::size_t u = r.begin(); u != r.end(); ++u) {
+                                            const auto off =
+                                                static_cast<std::size_t>(index_.rows[u]) *
+                                                static_cast<std::size_t>(E);
+                                            for (std::int64_t j = 0; j < E; ++j) {
+                                              w[off + j] -= lr * g[off + j];
+                                            }
+                                          }
+                                        });
+                    }});
+    // oneDNN accumulates into the cells' diff weights: zero them as they are consumed.
+    ops_.push_back({cost(ci++), "tbb", [this] {
+                      sgd(span_of(w_layer_), span_of(dw_layer_), lr_, true);
+                      sgd(span_of(w_iter_), span_of(dw_iter_), lr_, true);
+                      sgd(span_of(bias_), span_of(dbias_), lr_, true);
+                    }});
+    ops_.push_back({cost(ci++), "tbb", [this] {
+                      sgd(span_of(dense_w_), span_of(dense_dw_), lr_, false);
+                      sgd(span_of(dense_b_), span_of(dense_db_), lr_, false);
+                    }});
+  }
+  if (ci != costs.size()) throw std::logic_error("rnn: ops and op_costs() disagree");
+
+  counts_ = rnn_counts(config);
+  counts_.memory_bytes = allocated_bytes_;
+}
+
+std::vector<float> RnnModelImpl::read_plain(const memory& m, const memory::desc& plain) const {
+  memory src = m;
+  memory tmp(plain, engine_);
+  dnnl::reorder(src, tmp).execute(stream_, src, tmp);
+  stream_.wait();
+  const float* p = f32(tmp);
+  return {p, p + plain.get_size() / sizeof(float)};
+}
+
+void RnnModelImpl::write_plain(const std::vector<float>& v, const memory& m,
+                               const memory::desc& plain) {
+  if (v.size() * sizeof(float) != plain.get_size()) {
+    throw std::invalid_argument("rnn: set_params: a tensor has the wrong size");
+  }
+  memory tmp(plain, engine_, const_cast<float*>(v.data()));
+  memory dst = m;
+  dnnl::reorder(tmp, dst).execute(stream_, tmp, dst);
+  stream_.wait();
+}
+
+RnnParams RnnModelImpl::params() const {
+  if (!d_.training) throw std::logic_error("rnn: params() is for training models");
+  const CellDescs cd = cell_descs(d_);
+  RnnParams p;
+  const float* t = f32(table_);
+  p.embedding.assign(t, t + d_.V * d_.E);
+  p.weights_layer = read_plain(w_layer_, cd.w_layer_plain);
+  p.weights_iter = read_plain(w_iter_, cd.w_iter_plain);
+  p.bias = read_plain(bias_, cd.bias_plain);
+  p.dense_weights = read_plain(dense_w_, memory::desc({d_.V, d_.H}, dt::f32, tag::oi));
+  p.dense_bias = read_plain(dense_b_, memory::desc({d_.V}, dt::f32, tag::x));
+  return p;
+}
+
+void RnnModelImpl::set_params(const RnnParams& p) {
+  if (!d_.training) throw std::logic_error("rnn: set_params() is for training models");
+  const CellDescs cd = cell_descs(d_);
+  if (p.embedding.size() != static_cast<std::size_t>(d_.V * d_.E)) {
+    throw std::invalid_argument("rnn: set_params: embedding has the wrong size");
+  }
+  std::copy(p.embedding.begin(), p.embedding.end(), f32(table_));
+  write_plain(p.weights_layer, w_layer_, cd.w_layer_plain);
+  write_plain(p.weights_iter, w_iter_, cd.w_iter_plain);
+  write_plain(p.bias, bias_, cd.bias_plain);
+  write_plain(p.dense_weights, dense_w_, memory::desc({d_.V, d_.H}, dt::f32, tag::oi));
+  write_plain(p.dense_bias, dense_b_, memory::desc({d_.V}, dt::f32, tag::x));
+}
+
+std::vector<store::OpRecord> RnnModelImpl::profile_step() {
+  std::vector<store::OpRecord> records;
+  records.reserve(ops_.size());
+  arena_.execute([&] {
+    for (auto& op : ops_) {
+      const auto start = std::chrono::steady_clock::now();
+      op.run();
+      stream_.wait();
+      const std::chrono::duration<double> dt_s = std::chrono::steady_clock::now() - start;
+      store::OpRecord r;
+      r.layer = op.cost.layer;
+      r.op = op.cost.op;
+      r.phase = op.cost.phase;
+      r.time_s = dt_s.count();
+      r.flops = op.cost.flops;
+      r.bytes = op.cost.bytes;
+      r.impl = op.impl;
+      records.push_back(std::move(r));
+    }
+  });
+  return records;
+}
+
+}  // namespace
+
+int rnn_gates(const std::string& cell) {
+  if (cell == "rnn") return 1;
+  if (cell == "lstm") return 4;
+  if (cell == "gru") return 3;
+  throw Unsupported(fmt::format("rnn: unknown cell '{}' (expected rnn, lstm or gru)", cell));
+}
+
+EmbeddingIndex embedding_index(std::span<const std::int32_t> tokens, std::int64_t vocab) {
+  // Counting sort of the positions by token id: O(N + V), positions ascending within a row.
+  std::vector<std::int64_t> count(static_cast<std::size_t>(vocab) + 1, 0);
+  for (const auto t : tokens) {
+    if (t < 0 || t >= vocab) throw std::out_of_range("rnn: token id outside the vocabulary");
+    ++count[static_cast<std::size_t>(t) + 1];
+  }
+  EmbeddingIndex index;
+  for (std::int64_t v = 0; v < vocab; ++v) {
+    if (count[static_cast<std::size_t>(v) + 1] > 0)
+      index.rows.push_back(static_cast<std::int32_t>(v));
+    count[static_cast<std::size_t>(v) + 1] += count[static_cast<std::size_t>(v)];
+  }
+  index.positions.resize(tokens.size());
+  std::vector<std::int64_t> next(count.begin(), count.end() - 1);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    index.positions[static_cast<std::size_t>(next[static_cast<std::size_t>(tokens[i])]++)] =
+        static_cast<std::int32_t>(i);
+  }
+  index.row_start.reserve(index.rows.size() + 1);
+  for (const auto r : index.rows) index.row_start.push_back(count[static_cast<std::size_t>(r)]);
+  index.row_start.push_back(static_cast<std::int64_t>(tokens.size()));
+  return index;
+}
+
+void embedding_scatter_add(const EmbeddingIndex& index, std::span<const float> grad,
+                           std::int64_t width, std::span<float> table_grad) {
+  const auto w = static_cast<std::size_t>(width);
+  // One task per table row: each row is written by exactly one task (no races, no atomics), and
+  // its occurrences are summed in position order, so the result does not depend on the threads.
+  tbb::parallel_for(tbb::blocked_range<std::size_t>(0, index.rows.size(), 8), [&](const auto& r) {
+    for (std::size_t u = r.begin(); u != r.end(); ++u) {
+      float* __restrict dst = table_grad.data() + static_cast<std::size_t>(index.rows[u]) * w;
+      const auto begin = static_cast<std::size_t>(index.row_start[u]);
+      const auto end = static_cast<std::size_t>(index.row_start[u + 1]);
+      const float* src = grad.data() + static_cast<std::size_t>(index.positions[begin]) * w;
+      std::copy(src, src + w, dst);
+      for (std::size_t k = begin + 1; k < end; ++k) {
+        src = grad.data() + static_cast<std::size_t>(index.positions[k]) * w;
+        for (std::size_t j = 0; j < w; ++j) dst[j] += src[j];
+      }
+    }
+  });
+}
+
+ModelCounts rnn_counts(const space::Config& config) {
+  const Dims d = dims_of(config);
+  ModelCounts c;
+  for (const auto& op : op_costs(d)) {
+    c.flops += op.flops;
+    c.bytes += op.bytes;
+  }
+  c.params = static_cast<double>(d.V) * d.E + d.cell_weights() + d.cell_bias() + d.dense_params();
+  c.memory_bytes = memory_bytes_estimate(d);
+  return c;
+}
+
+std::unique_ptr<RnnModel> build_rnn_model(const space::Config& config, std::uint64_t seed) {
+  try {
+    return std::make_unique<RnnModelImpl>(config, seed);
+  } catch (const dnnl::error& e) {
+    // Out of memory stays what it is (the executor records it); anything else oneDNN refuses
+    // makes the config unsupported, with oneDNN's reason.
+    if (e.status == dnnl_out_of_memory) throw;
+    throw Unsupported(fmt::format("rnn: oneDNN cannot build {}: {}", config.label(), e.what()));
+  }
+}
+
+std::unique_ptr<Model> build_rnn(const space::Config& config, std::uint64_t seed) {
+  return build_rnn_model(config, seed);
+}
+
+}  // namespace dnnscape::worker
