@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "analysis/heatmap.hpp"
+#include "orchestrator/mpi_session.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/sweep.hpp"
 #include "space/spec.hpp"
@@ -214,9 +215,14 @@ int cmd_run(const std::vector<std::string>& args) {
   // Validate the spec before anything is measured or written.
   (void)space::load_spec(o.spec_path);
   if (o.out_path.has_parent_path()) fs::create_directories(o.out_path.parent_path());
-  const auto peaks = peaks_for_run(false);
+  orchestrator::MpiSession mpi(nullptr, nullptr);
+  // Each host measures its ceilings once (first process of the host), the others read the cache.
+  worker::Peaks peaks;
+  mpi.node_first([&] { peaks = peaks_for_run(mpi.rank() != 0); });
   orchestrator::install_stop_handlers();
-  const auto s = orchestrator::run_sweep(o, peaks);
+  const auto s = orchestrator::run_sweep(o, peaks, mpi);
+  if (s.failed_to_start) return 2;
+  if (s.worker_only) return 0;
   if (!s.moved_aside.empty())
     fmt::print(stderr, "the previous file was kept as {}\n", s.moved_aside.string());
   std::string statuses;

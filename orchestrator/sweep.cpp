@@ -6,7 +6,10 @@
 #include <chrono>
 #include <csignal>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 
+#include "orchestrator/farm.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/runner.hpp"
 #include "store/results.hpp"
@@ -38,6 +41,8 @@ void install_stop_handlers() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGUSR1, &sa,
+            nullptr);  // Slurm sends it ahead of the time limit (--signal=B:USR1@grace)
 }
 
 store::SystemInfo system_info(const worker::Peaks& peaks) {
@@ -121,38 +126,79 @@ store::ResultsWriter open_or_create(const SweepOptions& o, const space::Spec& sp
 
 }  // namespace
 
-SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks) {
+namespace {
+
+// Serial execution in this process's executor: the single-process sweep. A crash is retried once
+// in a fresh executor before its row is written.
+void run_serial(ConfigRunner& runner, const std::vector<PlannedConfig>& todo,
+                const RecordSink& sink, SweepSummary& summary) {
+  for (const auto& p : todo) {
+    if (stop_requested().load()) {
+      summary.interrupted = true;
+      return;
+    }
+    store::RunRecord record = runner.run(p.config);
+    if (record.status == store::status::crashed && !stop_requested().load()) {
+      record = runner.run(p.config);
+      record.message += " (attempt 2)";
+    }
+    sink(record, p);
+  }
+}
+
+}  // namespace
+
+SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const MpiSession& mpi) {
   const auto start = std::chrono::steady_clock::now();
   SweepSummary summary;
   summary.out_path = o.out_path;
-  const space::Spec spec = space::load_spec(o.spec_path);
-  summary.total = static_cast<std::int64_t>(spec.configs.size());
-  auto writer = open_or_create(o, spec, peaks, summary);
-
-  std::vector<PlannedConfig> todo;
-  for (auto& p : plan_configs(spec, peaks)) {
-    if (auto it = writer.rows().find(p.config_id); it != writer.rows().end()) {
-      if (!(o.retry_failed && is_retryable(it->second.status))) {
-        ++summary.already;
-        continue;
-      }
-    }
-    todo.push_back(std::move(p));
-  }
+  const std::string executor = o.executor_path.empty() ? default_executor_path() : o.executor_path;
 
   worker::RunContext ctx;
-  ctx.measure = spec.measure;
-  ctx.limits = spec.limits;
   ctx.peaks = peaks;
   ctx.host = worker::hostname();
+  ctx.rank = mpi.rank();
   ctx.profile = o.profile;
-  std::unique_ptr<ConfigRunner> runner;
-  if (o.in_process) {
-    runner = std::make_unique<InProcessRunner>(ctx);
-  } else {
-    runner = std::make_unique<ExecutorProcessRunner>(
-        o.executor_path.empty() ? default_executor_path() : o.executor_path, ctx);
+
+  if (mpi.rank() != 0) {
+    // A worker rank: the master sends the measurement settings, or an error to stop on.
+    const auto hello = nlohmann::json::parse(mpi.broadcast(""));
+    if (hello.contains("error")) {
+      summary.failed_to_start = true;
+      return summary;
+    }
+    const auto master_ctx = worker::context_from_json(hello.at("context"));
+    ctx.measure = master_ctx.measure;
+    ctx.limits = master_ctx.limits;
+    ctx.profile = master_ctx.profile;
+    farm_worker(mpi, ctx, executor);
+    summary.worker_only = true;
+    return summary;
   }
+
+  std::optional<store::ResultsWriter> writer;
+  std::vector<PlannedConfig> todo;
+  space::Spec spec;
+  try {
+    spec = space::load_spec(o.spec_path);
+    summary.total = static_cast<std::int64_t>(spec.configs.size());
+    writer.emplace(open_or_create(o, spec, peaks, summary));
+    for (auto& p : plan_configs(spec, peaks)) {
+      if (auto it = writer->rows().find(p.config_id); it != writer->rows().end()) {
+        if (!(o.retry_failed && is_retryable(it->second.status))) {
+          ++summary.already;
+          continue;
+        }
+      }
+      todo.push_back(std::move(p));
+    }
+    ctx.measure = spec.measure;
+    ctx.limits = spec.limits;
+  } catch (const std::exception& e) {
+    (void)mpi.broadcast(nlohmann::json{{"error", e.what()}}.dump());
+    throw;
+  }
+  (void)mpi.broadcast(nlohmann::json{{"context", worker::to_json(ctx)}}.dump());
 
   double predicted_total = 0;
   for (const auto& p : todo) predicted_total += p.predicted_total_s;
@@ -162,25 +208,40 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks) {
   }
   Progress progress(static_cast<std::int64_t>(todo.size()), predicted_total, stderr,
                     o.plain_progress);
-  for (const auto& p : todo) {
-    if (stop_requested().load()) {
-      summary.interrupted = true;
-      break;
-    }
-    store::RunRecord record;
-    if (!p.skip_reason.empty()) {
-      record = worker::predicted_record(p.config, peaks);
-      record.status = store::status::skipped;
-      record.message = p.skip_reason;
-      record.provenance.host = ctx.host;
-      record.provenance.finished_utc = worker::utc_now_iso();
-    } else {
-      record = runner->run(p.config);
-    }
-    writer.write(record);
+  const RecordSink sink = [&](const store::RunRecord& record, const PlannedConfig& p) {
+    writer->write(record);
     ++summary.ran;
     ++summary.by_status[record.status];
     progress.done(record.status, p.predicted_total_s, p.config.label());
+  };
+
+  // Configs that would not run here are recorded without dispatching them.
+  std::vector<PlannedConfig> runnable;
+  for (auto& p : todo) {
+    if (p.skip_reason.empty()) {
+      runnable.push_back(std::move(p));
+      continue;
+    }
+    store::RunRecord record = worker::predicted_record(p.config, peaks);
+    record.status = store::status::skipped;
+    record.message = p.skip_reason;
+    record.provenance.host = ctx.host;
+    record.provenance.finished_utc = worker::utc_now_iso();
+    sink(record, p);
+  }
+
+  if (mpi.size() > 1) {
+    farm_master(mpi, std::move(runnable), sink);
+    summary.interrupted =
+        stop_requested().load() && summary.ran < static_cast<std::int64_t>(todo.size());
+  } else {
+    std::unique_ptr<ConfigRunner> runner;
+    if (o.in_process) {
+      runner = std::make_unique<InProcessRunner>(ctx);
+    } else {
+      runner = std::make_unique<ExecutorProcessRunner>(executor, ctx);
+    }
+    run_serial(*runner, runnable, sink, summary);
   }
   progress.finish();
   summary.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

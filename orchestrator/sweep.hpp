@@ -42,6 +42,8 @@ struct SweepSummary {
   bool interrupted = false;
   std::filesystem::path out_path;
   std::filesystem::path moved_aside;  // with new_file: where the old file went
+  bool worker_only = false;           // this rank was an MPI worker: nothing to report
+  bool failed_to_start = false;       // a worker rank whose master could not start the sweep
 };
 
 // A config with the cost model's view of it.
@@ -64,7 +66,10 @@ std::vector<PlannedConfig> plan_configs(const space::Spec& spec, const worker::P
 std::atomic<bool>& stop_requested();
 void install_stop_handlers();
 
-SweepSummary run_sweep(const SweepOptions& options, const worker::Peaks& peaks);
+class MpiSession;
+// Rank 0 (or the only process) plans, dispatches and writes; other ranks work until told to stop.
+SweepSummary run_sweep(const SweepOptions& options, const worker::Peaks& peaks,
+                       const MpiSession& mpi);
 
 // /system attributes for this host with these peaks.
 store::SystemInfo system_info(const worker::Peaks& peaks);
