@@ -70,7 +70,8 @@ sed 's/batch:  \[8, 16\]/batch:  [8, 16, 24]/' "$SPECS/tiny-fc.yaml" >"$WORK/cha
 expect_exit 2 "$DNNSCAPE" run "$WORK/changed.yaml" -o "$out"
 grep -q "different spec" "$WORK/err" || { cat "$WORK/err"; fail "changed spec not refused clearly"; }
 [[ $(wc -l <"$WORK/err") == 1 ]] || fail "changed-spec error is not one line"
-expect_exit 0 "$DNNSCAPE" run "$WORK/changed.yaml" -o "$out" --plain-progress
+expect_exit 0 "$DNNSCAPE" run "$WORK/changed.yaml" -o "$out" --new-file --plain-progress
+grep -q "previous file was kept as" "$WORK/err" || fail "--new-file does not say where the old file went"
 ls "$WORK"/tiny.*.h5 >/dev/null 2>&1 || fail "old file was not kept aside"
 "$PYTHON" -c "import h5py,sys; assert len(h5py.File(sys.argv[1],'r')['runs/config_id']) == 12" "$out"
 echo "end-to-end tests passed"
