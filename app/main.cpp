@@ -1,6 +1,7 @@
 // dnnscape: map how deep-learning workloads perform on a platform. A thin CLI over the libraries.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/cli.hpp"
 #include "analysis/heatmap.hpp"
 #include "orchestrator/mpi_session.hpp"
 #include "orchestrator/progress.hpp"
@@ -36,6 +38,10 @@ commands:
                        (resumes when OUT.h5 exists)
   peak                 measure (or show the cached) peak FLOP/s and memory bandwidth of this host
   heatmap OUT.h5       heat map of a metric over two parameters (SVG + PNG + CSV)
+  regress OUT.h5       which parameters drive a metric, by how much (standardized OLS, CIs)
+  roofline OUT.h5      configs and operations under the measured compute and bandwidth ceilings
+  compare A.h5 B.h5    speedups per config, box plots, and a verdict: strictly/conditionally/no better
+  report OUT.h5 ...    one self-contained HTML page with all of the above
 
 Start with: dnnscape plan examples/quickstart.yaml
 )";
@@ -348,6 +354,10 @@ int main(int argc, char** argv) {
     if (cmd == "plan") return cmd_plan(args);
     if (cmd == "run") return cmd_run(args);
     if (cmd == "peak") return cmd_peak(args);
+    const auto& analysis_cmds = analysis::analysis_commands();
+    if (std::find(analysis_cmds.begin(), analysis_cmds.end(), cmd) != analysis_cmds.end()) {
+      return analysis::analysis_command(cmd, args);
+    }
     if (cmd == "heatmap") return cmd_heatmap(args);
     fmt::print(stderr, "dnnscape: unknown command '{}' (dnnscape --help lists them)\n", cmd);
     return kExitUsage;
