@@ -96,7 +96,8 @@ int main(int argc, char** argv) {
   fmt::print("fc bench: {} | {} threads | {} reps per measurement (median)\n", c.label(), threads,
              reps);
 
-  const auto peaks = worker::cached_or_measured_peaks();
+  // Measured in this run, side by side with the steps, never taken from a cache of another day.
+  const auto peaks = worker::measure_peaks();
   GemmRoof roof(2048);
 
   // The machine is shared: every round times the roof and one step of each algorithm back to back,
@@ -120,7 +121,7 @@ int main(int argc, char** argv) {
   const double roof_gflops = roof.flops() / median(t_roof) / 1e9;
   fmt::print("GEMM roof (2048^3 f32 matmul, {}): {:.1f} GFLOP/s\n", roof.impl, roof_gflops);
   fmt::print(
-      "FMA peak (worker/peak.hpp, {}, {} threads, measured {}): {:.1f} GFLOP/s; "
+      "FMA peak (worker/peak.hpp, {}, {} threads, measured in this run {}): {:.1f} GFLOP/s; "
       "GEMM roof / FMA peak {:.3f}\n",
       peaks.kernel, peaks.threads, peaks.measured_utc, peaks.gflops_f32,
       roof_gflops / peaks.gflops_f32);
