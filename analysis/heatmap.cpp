@@ -9,7 +9,10 @@
 #include <set>
 #include <stdexcept>
 
+#include "analysis/compare.hpp"
+#include "analysis/frame.hpp"
 #include "analysis/gnuplot.hpp"
+#include "analysis/stats.hpp"
 #include "store/results.hpp"
 
 namespace dnnscape::analysis {
@@ -38,23 +41,6 @@ std::string metric_unit(const std::string& m) {
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const auto n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// A column read as display strings, whatever its type.
-std::vector<std::string> column_as_strings(const store::ResultsReader& r, const std::string& name) {
-  try {
-    return r.read_string(name);
-  } catch (const std::exception&) {
-  }
-  std::vector<std::string> out;
-  for (auto v : r.read_int(name)) out.push_back(std::to_string(v));
-  return out;
-}
-
 std::string tic_label(double v) {
   if (v >= 1024 && std::fmod(v, 1024) == 0)
     return fmt::format("{}k", static_cast<long long>(v / 1024));
@@ -64,27 +50,63 @@ std::string tic_label(double v) {
 }  // namespace
 
 HeatmapResult heatmap(const HeatmapOptions& o) {
-  const store::ResultsReader reader(o.input);
-  for (const auto& c : {o.x, o.y, o.metric}) {
-    if (!reader.has_column(c))
+  std::vector<std::string> wanted = {o.x, o.y, o.metric};
+  if (!o.facet.empty()) wanted.push_back(o.facet);
+  const auto present = existing_columns(o.input, wanted);
+  for (const auto& c : wanted) {
+    if (std::find(present.begin(), present.end(), c) == present.end())
       throw std::invalid_argument(fmt::format("{} has no column '{}'", o.input.string(), c));
   }
-  if (!o.facet.empty() && !reader.has_column(o.facet)) {
-    throw std::invalid_argument(fmt::format("{} has no column '{}'", o.input.string(), o.facet));
+  if (!o.baseline.empty())
+    for (const auto& k : config_key_columns()) wanted.push_back(k);
+  const Frame frame = load_frame(o.input, wanted, o.where);
+  const auto facet_of = [&](std::size_t r) -> std::string {
+    if (o.facet.empty()) return "";
+    if (frame.text.count(o.facet)) return frame.cat(o.facet).at(r);
+    const double v = frame.num(o.facet)[r];
+    return v == std::round(v) && std::fabs(v) < 1e15 ? std::to_string(static_cast<long long>(v))
+                                                     : fmt::format("{:g}", v);
+  };
+  // One value per config: the metric, or the speedup over the baseline's matching config.
+  std::vector<double> xs, ys, ms;
+  std::vector<std::string> fs;
+  const auto& fx = frame.num(o.x);
+  const auto& fy = frame.num(o.y);
+  const auto& fm = frame.num(o.metric);
+  std::string baseline_note;
+  if (o.baseline.empty()) {
+    for (std::size_t r = 0; r < frame.rows; ++r) {
+      xs.push_back(fx[r]);
+      ys.push_back(fy[r]);
+      ms.push_back(fm[r]);
+      fs.push_back(facet_of(r));
+    }
+  } else {
+    const Frame base = load_frame(o.baseline, wanted, o.where);
+    const auto m = match_configs(frame, base);
+    const auto& bm = base.num(o.metric);
+    const bool lower = lower_is_better(o.metric);
+    for (const auto& [r, b] : m.pairs) {
+      xs.push_back(fx[r]);
+      ys.push_back(fy[r]);
+      ms.push_back(lower ? bm[b] / fm[r] : fm[r] / bm[b]);
+      fs.push_back(facet_of(r));
+    }
+    baseline_note =
+        fmt::format(" over {} configs shared with {} ({} only in {}, {} only in {})",
+                    m.pairs.size(), o.baseline.filename().string(), m.only_a.size(),
+                    o.input.filename().string(), m.only_b.size(), o.baseline.filename().string());
   }
-  const auto status = reader.read_string("status");
-  const auto xs = reader.read_double(o.x);
-  const auto ys = reader.read_double(o.y);
-  const auto ms = reader.read_double(o.metric);
-  const auto fs = o.facet.empty() ? std::vector<std::string>(status.size())
-                                  : column_as_strings(reader, o.facet);
-
+  const std::string value_name =
+      o.baseline.empty()
+          ? o.metric
+          : fmt::format("speedup over {} ({})", o.baseline.stem().string(), o.metric);
   // facet -> (x, y) -> values
   std::map<std::string, std::map<std::pair<double, double>, std::vector<double>>> cells;
   std::set<double> xvals;
   std::set<double> yvals;
-  for (std::size_t i = 0; i < status.size(); ++i) {
-    if (status[i] != "ok" || !std::isfinite(ms[i]) || xs[i] < 0 || ys[i] < 0) continue;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if (!std::isfinite(ms[i]) || xs[i] < 0 || ys[i] < 0) continue;
     cells[fs[i]][{xs[i], ys[i]}].push_back(ms[i]);
     xvals.insert(xs[i]);
     yvals.insert(ys[i]);
@@ -108,8 +130,9 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
   const std::vector<double> yv(yvals.begin(), yvals.end());
 
   std::filesystem::create_directories(o.out_dir);
-  const std::string base_name = fmt::format("heatmap_{}_{}_{}{}", o.metric, o.x, o.y,
-                                            o.facet.empty() ? "" : "_by_" + o.facet);
+  std::string base_name = fmt::format("heatmap_{}_{}_{}{}", o.metric, o.x, o.y,
+                                      o.facet.empty() ? "" : "_by_" + o.facet);
+  if (!o.baseline.empty()) base_name += "_speedup_over_" + o.baseline.stem().string();
   const auto base = o.out_dir / base_name;
   HeatmapResult result;
 
@@ -118,8 +141,8 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
   const auto csv = std::filesystem::path(base).replace_extension(".csv");
   std::ofstream d(dat);
   std::ofstream c(csv);
-  c << (o.facet.empty() ? "" : o.facet + ",") << o.x << "," << o.y << "," << o.metric
-    << "_median,rows\n";
+  c << (o.facet.empty() ? "" : o.facet + ",") << o.x << "," << o.y << ","
+    << (o.baseline.empty() ? o.metric : "speedup_" + o.metric) << "_median,rows\n";
   double lo = INFINITY, hi = -INFINITY, best = -INFINITY;
   std::string best_where;
   std::size_t max_rows = 0;
@@ -152,8 +175,8 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
   d.close();
   c.close();
 
-  const auto& sys = reader.system();
-  const auto& meta = reader.meta();
+  const auto& sys = frame.system;
+  const auto& meta = frame.meta;
   const std::size_t panels = facets.size();
   const std::size_t cols =
       panels <= 3 ? panels
@@ -172,8 +195,10 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
   gp += "set datafile missing 'NaN'\n";
   gp += "set palette rgbformulae 33,13,10\n";
   gp += fmt::format("set cbrange [{}:{}]\n", lo, hi > lo ? hi : lo + 1e-12);
-  gp += fmt::format("set cblabel {}\n",
-                    gp_quote(fmt::format("{} ({})", o.metric, metric_unit(o.metric))));
+  gp += fmt::format(
+      "set cblabel {}\n",
+      gp_quote(o.baseline.empty() ? fmt::format("{} ({})", o.metric, metric_unit(o.metric))
+                                  : value_name + ", > 1: faster"));
   gp += fmt::format("set xtics {} rotate by 45 right font ',8'\nset ytics {} font ',8'\n", tics_x,
                     tics_y);
   gp += fmt::format("set xlabel {}\nset ylabel {}\n", gp_quote(o.x + " (log2 scale)"),
@@ -184,7 +209,7 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
       "set object 1 rectangle from graph 0,0 to graph 1,1 behind fillcolor rgb '#dddddd' fillstyle "
       "solid noborder\n";
   const std::string title =
-      fmt::format("{} of {} on {} ({}, peak {:.0f} GFLOP/s f32)", o.metric, meta.spec_name,
+      fmt::format("{} of {} on {} ({}, peak {:.0f} GFLOP/s f32)", value_name, meta.spec_name,
                   sys.hostname, sys.cpu_model, sys.peak_gflops_f32);
   gp +=
       fmt::format("set multiplot layout {},{} title {} font ',12'\n", rows, cols, gp_quote(title));
@@ -203,9 +228,9 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
   result.files.push_back(csv);
   std::filesystem::remove(dat);
 
-  result.finding =
-      fmt::format("{} ranges from {:.4g} to {:.4g} {}; the highest cell is {} ({:.4g}).", o.metric,
-                  lo, hi, metric_unit(o.metric), best_where, best);
+  result.finding = fmt::format(
+      "{} ranges from {:.4g} to {:.4g}{}; the highest cell is {} ({:.4g}).", value_name, lo, hi,
+      o.baseline.empty() ? " " + metric_unit(o.metric) : baseline_note, best_where, best);
   if (max_rows > 1) {
     result.finding += fmt::format(
         " Cells are medians over up to {} rows that differ in other parameters.", max_rows);
