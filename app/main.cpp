@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "analysis/cli.hpp"
-#include "analysis/heatmap.hpp"
 #include "orchestrator/mpi_session.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/sweep.hpp"
@@ -290,52 +289,6 @@ int cmd_peak(const std::vector<std::string>& args) {
   return 0;
 }
 
-// ---- heatmap ---------------------------------------------------------------------------------
-
-int cmd_heatmap(const std::vector<std::string>& args) {
-  po::options_description opts(
-      "dnnscape heatmap OUT.h5 [--x P] [--y P] [--metric M] [--facet P] [-o DIR]\n\n"
-      "Heat map of METRIC over two parameters (log2 axes), one panel per value\n"
-      "of FACET, from the ok rows of a results file. Writes SVG, PNG and CSV.\n\noptions");
-  opts.add_options()("help,h", "show this help")(
-      "x", po::value<std::string>()->default_value("nodes"), "x parameter")(
-      "y", po::value<std::string>()->default_value("batch"), "y parameter")(
-      "metric", po::value<std::string>()->default_value("flops_utilization"),
-      "colour metric (a /runs column)")("facet", po::value<std::string>()->default_value(""),
-                                        "one panel per value of this column")(
-      "output,o", po::value<std::string>(), "output directory (default: beside the input file)");
-  po::options_description hidden;
-  hidden.add_options()("input", po::value<std::string>(), "input");
-  po::positional_options_description pos;
-  pos.add("input", 1);
-  auto vm = parse(args, opts, pos, hidden);
-  if (vm.count("help")) {
-    std::cout << opts << '\n';
-    return 0;
-  }
-  if (!vm.count("input"))
-    throw UsageError("heatmap needs a results file (dnnscape heatmap --help)");
-  analysis::HeatmapOptions o;
-  o.input = vm["input"].as<std::string>();
-  if (!fs::exists(o.input)) throw UsageError(fmt::format("{}: no such file", o.input.string()));
-  o.x = vm["x"].as<std::string>();
-  o.y = vm["y"].as<std::string>();
-  o.metric = vm["metric"].as<std::string>();
-  o.facet = vm["facet"].as<std::string>();
-  o.out_dir = vm.count("output")
-                  ? fs::path(vm["output"].as<std::string>())
-                  : fs::absolute(o.input).parent_path() / (o.input.stem().string() + "-plots");
-  analysis::HeatmapResult r;
-  try {
-    r = analysis::heatmap(o);
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(e.what());
-  }
-  fmt::print("{}\n", r.finding);
-  for (const auto& f : r.files) fmt::print("wrote {}\n", f.string());
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -358,7 +311,6 @@ int main(int argc, char** argv) {
     if (std::find(analysis_cmds.begin(), analysis_cmds.end(), cmd) != analysis_cmds.end()) {
       return analysis::analysis_command(cmd, args);
     }
-    if (cmd == "heatmap") return cmd_heatmap(args);
     fmt::print(stderr, "dnnscape: unknown command '{}' (dnnscape --help lists them)\n", cmd);
     return kExitUsage;
   } catch (const space::SpecError& e) {
