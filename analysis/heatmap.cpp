@@ -192,7 +192,7 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
   tics_y += ")";
 
   std::string gp;
-  gp += "set datafile missing 'NaN'\n";
+  gp += "set termoption noenhanced\nset datafile missing 'NaN'\n";
   gp += "set palette rgbformulae 33,13,10\n";
   gp += fmt::format("set cbrange [{}:{}]\n", lo, hi > lo ? hi : lo + 1e-12);
   gp += fmt::format(
@@ -219,7 +219,7 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
                     gp_quote(o.facet.empty() ? (max_rows > 1 ? "median over other parameters" : "")
                                              : fmt::format("{} = {}", o.facet, facets[i])));
     gp +=
-        fmt::format("plot {} index {} using 1:2:3 with image notitle\n", gp_quote(dat.string()), i);
+        fmt::format("plot {} index {} using 1:2:3 with image pixels notitle\n", gp_quote(dat.string()), i);
   }
   gp += "unset multiplot\n";
   const int width = static_cast<int>(std::max<std::size_t>(520, 420 * cols + 120));
