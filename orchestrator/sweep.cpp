@@ -14,6 +14,7 @@
 #include "orchestrator/runner.hpp"
 #include "store/results.hpp"
 #include "worker/cost.hpp"
+#include "worker/energy.hpp"
 #include "worker/executor.hpp"
 #include "worker/sysinfo.hpp"
 
@@ -56,7 +57,7 @@ store::SystemInfo system_info(const worker::Peaks& peaks) {
   s.peak_gflops_f32_1core = peaks.gflops_f32_1core;
   s.peak_gflops_bf16 = peaks.gflops_bf16 > 0 ? peaks.gflops_bf16 : store::kNaN;
   s.mem_bandwidth_gbs = peaks.mem_bandwidth_gbs;
-  s.energy_source = "none: energy counters are not read yet";
+  s.energy_source = worker::energy_source();
   return s;
 }
 

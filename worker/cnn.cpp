@@ -296,14 +296,18 @@ double plan_bytes(const NetPlan& p, bool training) {
 // 16-lane blocks. Its weights then live in the Winograd domain (6x6 = 36 taps instead of 9) and its
 // scratchpad holds another transformed copy plus about 6.8 MB of tile buffers (measured on 2.6.3).
 bool auto_picks_winograd(const ConvLayer& l, bool training, const std::string& algorithm) {
-  return !training && (algorithm == "default" || algorithm == "auto") && l.kernel == 3 &&
-         l.stride == 1 && l.batch >= 4 && l.in_channels % 16 == 0 && l.out_channels % 16 == 0;
+  const bool shape =
+      l.kernel == 3 && l.stride == 1 && l.in_channels % 16 == 0 && l.out_channels % 16 == 0;
+  if (algorithm == "winograd") return !training && shape;  // explicit: any batch
+  return !training && (algorithm == "default" || algorithm == "auto") && shape && l.batch >= 4;
 }
 constexpr double kWinoTileBuffers = 6.8e6;
 // Training passes consider Winograd only above batch 8 (is_winograd_faster_than_direct).
 bool winograd_candidate(const ConvLayer& l, const std::string& algorithm) {
-  return (algorithm == "default" || algorithm == "auto") && l.kernel == 3 && l.stride == 1 &&
-         l.batch > 8 && l.in_channels % 16 == 0 && l.out_channels % 16 == 0;
+  const bool shape =
+      l.kernel == 3 && l.stride == 1 && l.in_channels % 16 == 0 && l.out_channels % 16 == 0;
+  if (algorithm == "winograd") return shape;
+  return (algorithm == "default" || algorithm == "auto") && shape && l.batch > 8;
 }
 
 double plan_memory(const NetPlan& p, bool training, const std::string& algorithm) {
@@ -326,7 +330,10 @@ double plan_memory(const NetPlan& p, bool training, const std::string& algorithm
       // Training: whether auto takes Winograd depends on the pass and oneDNN's heuristics;
       // budget its largest scratchpad, backward-weights' (about four transformed weight copies
       // on 2.6.3), as an upper estimate.
-      scratch = std::max(scratch, std::max(4 * wino_weights, wino_weights + kWinoTileBuffers));
+      // Explicit winograd runs every pass with it: measured (2.6.3, filters 16-64, image
+      // 32-100) about twice the tile buffers where the weights are small.
+      const double tiles = (algorithm == "winograd" ? 2 : 1) * kWinoTileBuffers;
+      scratch = std::max(scratch, std::max(4 * wino_weights, wino_weights + tiles));
     }
     return (wino ? 4.0 : 1.0) *
                static_cast<double>(align_up(static_cast<std::size_t>(
@@ -385,6 +392,8 @@ dnnl::algorithm conv_algorithm(const std::string& name) {
   if (name == "default" || name == "auto") return dnnl::algorithm::convolution_auto;
   if (name == "direct") return dnnl::algorithm::convolution_direct;
   if (name == "winograd") return dnnl::algorithm::convolution_winograd;
+  if (name == "best")
+    throw Unsupported("cnn: algorithm best (per-layer search) is not implemented yet");
   throw Unsupported(
       fmt::format("cnn: algorithm '{}' is not one of default, auto, direct, winograd", name));
 }
@@ -539,17 +548,36 @@ class Net {
   const dnnl::primitive_attr& attr() const { return attr_; }
 
   // Convolution primitive descriptors; a non-default algorithm that oneDNN cannot build for a
-  // layer is Unsupported, naming the layer.
+  // layer is Unsupported, naming the layer. Winograd is the exception: oneDNN has it only for
+  // some layers (3x3 stride 1, channels in 16s, avx512_core), so each pass of each convolution
+  // takes it where oneDNN builds it and runs direct otherwise; /ops impl shows which ran
+  // (jit_wino_4x3 vs jit). A model where no pass gets it is Unsupported (require_winograd()).
   template <typename F>
   auto conv_pd(const ConvLayer& l, const char* what, F&& make) {
+    if (alg_ == dnnl::algorithm::convolution_winograd) {
+      if (l.kernel == 3 && l.stride == 1) {
+        try {
+          auto pd = make(alg_);
+          ++winograd_passes_;
+          return pd;
+        } catch (const dnnl::error&) {  // no kernel for this shape or pass: direct below
+        }
+      }
+      return conv_pd_with(dnnl::algorithm::convolution_direct, "direct", l, what, make);
+    }
+    return conv_pd_with(alg_, alg_name_, l, what, make);
+  }
+  template <typename F>
+  auto conv_pd_with(dnnl::algorithm alg, const std::string& alg_name, const ConvLayer& l,
+                    const char* what, F&& make) {
     try {
-      return make(alg_);
+      return make(alg);
     } catch (const dnnl::error& e) {
-      if (alg_ == dnnl::algorithm::convolution_auto) throw;
+      if (alg == dnnl::algorithm::convolution_auto) throw;
       throw Unsupported(fmt::format(
           "cnn: oneDNN cannot build a {} convolution {} for layer {} ({}x{} stride {}, {}->{} "
           "channels, {}x{} input): {}",
-          alg_name_, what, l.name, l.kernel, l.kernel, l.stride, l.in_channels, l.out_channels,
+          alg_name, what, l.name, l.kernel, l.kernel, l.stride, l.in_channels, l.out_channels,
           l.in_h, l.in_w, e.what()));
     }
   }
@@ -830,6 +858,20 @@ class Net {
   bool training_;
   dnnl::algorithm alg_;
   std::string alg_name_;
+  int winograd_passes_ = 0;  // convolution passes built with Winograd (algorithm winograd)
+
+ public:
+  // algorithm winograd where oneDNN has Winograd for none of the model's convolutions would be
+  // direct under another name: Unsupported instead.
+  void require_winograd() const {
+    if (alg_ != dnnl::algorithm::convolution_winograd || winograd_passes_ > 0) return;
+    throw Unsupported(
+        "cnn: algorithm winograd: oneDNN builds Winograd for none of this model's convolutions "
+        "(it has F(4x4, 3x3) for 3x3 stride-1 convolutions with channels in multiples of 16 on "
+        "avx512_core); all would run direct");
+  }
+
+ private:
   dnnl::primitive_attr attr_;
   std::vector<Region> regions_;
   std::unordered_map<std::string, int> region_index_;
@@ -1051,6 +1093,7 @@ class CnnModel final : public Model {
       }
     }
 
+    net_.require_winograd();
     // The dominant primitive: the forward convolution with the most FLOPs.
     double best = -1;
     for (const auto& op : net_.fwd) {

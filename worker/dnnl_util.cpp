@@ -5,6 +5,7 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 
 #include "worker/model.hpp"
@@ -125,6 +126,21 @@ void fill_uniform(float* dst, std::size_t n, float lo, float hi, std::uint64_t s
                         dst[i] = uniform_at(seed, stream_id, i, lo, hi);
                       }
                     });
+}
+
+std::uint16_t to_bf16(float x) {
+  std::uint32_t u = 0;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffU) > 0x7f800000U) return static_cast<std::uint16_t>((u >> 16) | 0x40U);
+  u += 0x7fffU + ((u >> 16) & 1U);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+float from_bf16(std::uint16_t b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float x = 0;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
 }
 
 void write_from_plain(const std::vector<float>& src, const dnnl::memory::desc& plain_md,

@@ -76,6 +76,10 @@ float uniform_at(std::uint64_t seed, std::uint64_t stream_id, std::uint64_t i, f
 void fill_uniform(float* dst, std::size_t n, float lo, float hi, std::uint64_t seed,
                   std::uint64_t stream_id);
 
+// bfloat16 bits of `x`, rounded to nearest even (NaN stays NaN), as oneDNN converts.
+std::uint16_t to_bf16(float x);
+float from_bf16(std::uint16_t b);
+
 // Copies between a host vector in `plain_md`'s layout and a memory of any layout (reorder).
 void write_from_plain(const std::vector<float>& src, const dnnl::memory::desc& plain_md,
                       const dnnl::memory& dst, Runtime& rt);

@@ -1,8 +1,10 @@
 #include "worker/executor.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <new>
 #include <nlohmann/json.hpp>
@@ -10,6 +12,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "worker/cost.hpp"
+#include "worker/energy.hpp"
 #include "worker/families.hpp"
 #include "worker/measure.hpp"
 #include "worker/sysinfo.hpp"
@@ -41,6 +44,12 @@ std::string skip_reason(const space::Config& config, const space::Limits& limits
   if (config.knobs.dtype == "bf16" &&
       (!cpu_has_bf16() || std::getenv("DNNSCAPE_ASSUME_NO_BF16") != nullptr)) {
     return "bf16 needs avx512_core_bf16 or AMX, which this CPU does not have";
+  }
+  if (config.knobs.dtype == "bf16" &&
+      (config.knobs.isa_cap == "sse41" || config.knobs.isa_cap == "avx" ||
+       config.knobs.isa_cap == "avx2")) {
+    return fmt::format("bf16 needs oneDNN's avx512_core kernels or newer; isa_cap {} excludes them",
+                       config.knobs.isa_cap);
   }
   ModelCounts c;
   try {
@@ -81,7 +90,26 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
     auto model = build_model(config);
     r.provenance.effective_isa = onednn_isa();
     const ModelCounts& c = model->counts();
-    const TimingResult t = measure_steps([&] { model->step(); }, ctx.measure);
+    // Latency percentiles need samples: p99 of fewer than 100 is an interpolation between the
+    // largest ones, so inference asks for 100 (max_time_s still bounds the repetitions).
+    space::MeasureSettings settings = ctx.measure;
+    const bool inference = config.knobs.mode == "inference";
+    if (inference) {
+      settings.min_reps = std::max<std::int64_t>(settings.min_reps, kLatencyReps);
+      settings.max_reps = std::max<std::int64_t>(settings.max_reps, kLatencyReps);
+    }
+    // Energy: a snapshot of the package counters before every step (only where they exist, so
+    // elsewhere the timed region is untouched) and one after the last; the timed repetitions'
+    // energy is the sum of their consecutive differences (each difference handles one wrap).
+    const EnergyReader energy;
+    std::vector<EnergyReader::Snapshot> snapshots;
+    const TimingResult t = measure_steps(
+        [&] {
+          if (energy.available()) snapshots.push_back(energy.read());
+          model->step();
+        },
+        settings);
+    if (energy.available()) snapshots.push_back(energy.read());
     auto& m = r.metrics;
     m.step_time_s = t.step_time_s.median;
     m.step_time_ci_low_s = t.step_time_s.low;
@@ -97,21 +125,51 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
     m.arithmetic_intensity = c.bytes > 0 ? c.flops / c.bytes : store::kNaN;
     m.params = c.params;
     m.memory_bytes = c.memory_bytes;
-    if (config.knobs.mode == "inference") {
+    if (inference) {
       m.latency_p50_s = quantile(t.samples_s, 0.50);
       m.latency_p90_s = quantile(t.samples_s, 0.90);
       m.latency_p99_s = quantile(t.samples_s, 0.99);
     }
+    if (energy.available() && m.reps > 0) {
+      const auto first = static_cast<std::size_t>(t.warmup_steps);
+      double joules = 0;
+      for (std::size_t i = first; i + 1 < snapshots.size(); ++i) {
+        joules += energy.joules_between(snapshots[i], snapshots[i + 1]);
+      }
+      m.energy_j = joules / static_cast<double>(m.reps);
+    }
     r.samples = t.samples_s;
-    std::string note;
+    std::vector<std::string> notes;
     if (!t.converged) {
       const double half =
           std::max(m.step_time_s - m.step_time_ci_low_s, m.step_time_ci_high_s - m.step_time_s);
-      note = fmt::format("95% CI half-width {:.1f}% of the median after {} reps (target {:.1f}%)",
-                         100.0 * half / m.step_time_s, m.reps, 100.0 * ctx.measure.target_ci);
+      notes.push_back(
+          fmt::format("95% CI half-width {:.1f}% of the median after {} reps (target {:.1f}%)",
+                      100.0 * half / m.step_time_s, m.reps, 100.0 * ctx.measure.target_ci));
     }
+    if (inference && m.reps < kLatencyReps) {
+      notes.push_back(fmt::format(
+          "latency_p99_s from {} reps (< {}, max_time_s reached): an interpolation between the "
+          "largest samples",
+          m.reps, kLatencyReps));
+    }
+    const std::string note = fmt::format("{}", fmt::join(notes, "; "));
     if (ctx.profile) {
+      // A single profiled step is at the mercy of one scheduler hiccup; up to 5 passes (about
+      // half a second in all) and the median time per op make the profile as steady as the
+      // median step time it is compared with.
+      const int passes = static_cast<int>(std::clamp(0.5 / m.step_time_s, 1.0, 5.0));
       r.ops = model->profile_step();
+      if (passes > 1) {
+        std::vector<std::vector<double>> times(r.ops.size());
+        for (std::size_t i = 0; i < r.ops.size(); ++i) times[i].push_back(r.ops[i].time_s);
+        for (int p = 1; p < passes; ++p) {
+          const auto again = model->profile_step();
+          for (std::size_t i = 0; i < r.ops.size() && i < again.size(); ++i)
+            times[i].push_back(again[i].time_s);
+        }
+        for (std::size_t i = 0; i < r.ops.size(); ++i) r.ops[i].time_s = median_ci(times[i]).median;
+      }
       double sum = 0;
       for (const auto& op : r.ops) sum += op.time_s;
       m.ops_time_ratio = r.ops.empty() ? store::kNaN : sum / m.step_time_s;
@@ -171,12 +229,13 @@ space::Config config_from_json(const nlohmann::json& j) {
   return c;
 }
 
-#define DNNSCAPE_METRICS(X)                                                                        \
-  X(step_time_s)                                                                                   \
-  X(step_time_ci_low_s) X(step_time_ci_high_s) X(step_time_cv) X(examples_per_s) X(flops)          \
-      X(gflops) X(flops_utilization) X(bytes) X(arithmetic_intensity) X(params) X(memory_bytes)    \
-          X(predicted_time_s) X(ops_time_ratio) X(latency_p50_s) X(latency_p90_s) X(latency_p99_s) \
-              X(energy_j)
+#define DNNSCAPE_METRICS(X)                                                                   \
+  X(step_time_s)                                                                              \
+  X(step_time_ci_low_s)                                                                       \
+  X(step_time_ci_high_s)                                                                      \
+  X(step_time_cv) X(examples_per_s) X(flops) X(gflops) X(flops_utilization) X(bytes)          \
+      X(arithmetic_intensity) X(params) X(memory_bytes) X(predicted_time_s) X(ops_time_ratio) \
+          X(latency_p50_s) X(latency_p90_s) X(latency_p99_s) X(energy_j)
 
 nlohmann::json to_json(const RunRecord& r) {
   nlohmann::json m;

@@ -12,6 +12,10 @@
 
 namespace dnnscape::worker {
 
+// Inference rows ask for at least this many repetitions (time allowing), so that latency_p99_s
+// is an order statistic rather than an interpolation.
+inline constexpr std::int64_t kLatencyReps = 100;
+
 struct RunContext {
   space::MeasureSettings measure;
   space::Limits limits;

@@ -38,6 +38,13 @@ struct FcShape {
   std::vector<std::int64_t> widths;  // input, nodes x layers, output
   bool training = true;
   std::string algorithm;  // inner_product | matmul
+  bool bf16 = false;      // bf16 activations, gradients and weight copies; f32 master weights
+
+  // Data type of activations, activation gradients and the weights the primitives read.
+  [[nodiscard]] dnnl::memory::data_type act_dt() const {
+    return bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+  }
+  [[nodiscard]] double act_bytes() const { return bf16 ? 2.0 : 4.0; }
 
   [[nodiscard]] int weighted_layers() const { return static_cast<int>(widths.size()) - 1; }
   [[nodiscard]] std::int64_t in(int l) const { return widths[static_cast<std::size_t>(l)]; }
@@ -62,11 +69,13 @@ FcShape fc_shape(const space::Config& c) {
     throw Unsupported(
         fmt::format("mode '{}' is not available for fc (training | inference)", k.mode));
   }
-  if (k.dtype == "bf16") throw Unsupported("bf16 is not implemented for fc yet");
-  if (k.dtype != "f32")
-    throw Unsupported(fmt::format("dtype '{}' is not available for fc", k.dtype));
+  if (k.dtype != "f32" && k.dtype != "bf16")
+    throw Unsupported(fmt::format("dtype '{}' is not available for fc (f32 | bf16)", k.dtype));
+  s.bf16 = k.dtype == "bf16";
   if (k.algorithm == "default") {
     s.algorithm = kFcDefaultAlgorithm;
+  } else if (k.algorithm == "best") {
+    throw Unsupported("algorithm best (per-layer search) is not implemented yet for fc");
   } else if (k.algorithm == "inner_product" || k.algorithm == "matmul") {
     s.algorithm = k.algorithm;
   } else {
@@ -88,38 +97,45 @@ FcShape fc_shape(const space::Config& c) {
 ModelCounts fc_counts(const space::Config& config) {
   const FcShape s = fc_shape(config);
   const double b = static_cast<double>(s.batch);
-  const double f = 4;  // bytes per f32
+  const double f = 4;              // bytes per f32: master weights, biases, gradients, logits
+  const double a = s.act_bytes();  // activations, their gradients, the weights primitives read
+  const bool copy = s.bf16 && s.training;  // bf16 weight copies refreshed from f32 masters
   ModelCounts c;
-  double tensors = b * static_cast<double>(s.in(0));  // inputs
+  double tensors = a * b * static_cast<double>(s.in(0));  // inputs
   for (int l = 0; l < s.weighted_layers(); ++l) {
     const double in = static_cast<double>(s.in(l));
     const double out = static_cast<double>(s.out(l));
     const double p = in * out + out;
+    const double d = s.hidden(l) ? a : f;  // the logits stay f32 for softmax and the loss
     c.params += p;
-    c.bytes += f * (b * in + p + b * out);  // forward: src, weights, bias, dst
-    tensors += p;                           // weights and biases
-    if (!s.training) continue;
-    tensors += p + b * out;                        // gradients; activations kept for backward
-    if (s.hidden(l)) c.bytes += f * 3 * b * out;   // ReLU backward: dst, diff_dst, diff_src
-    c.bytes += f * (b * out + in * out + b * in);  // backward_data: diff_dst, weights, diff_src
-    c.bytes += f * (b * in + b * out + in * out);  // backward_weights: src, diff_dst, diff_weights
+    c.bytes += a * (b * in + in * out) + f * out + d * b * out;  // forward: src, w, bias, dst
+    if (!s.training) {
+      tensors += a * in * out + f * out;  // weights (bf16 in bf16 inference), f32 bias
+      continue;
+    }
+    tensors += f * p + (copy ? a * in * out : 0);  // master weights and biases; bf16 copy
+    tensors += f * p + d * b * out;                // gradients (f32); activations kept for backward
+    if (s.hidden(l)) c.bytes += a * 3 * b * out;   // ReLU backward: dst, diff_dst, diff_src
+    c.bytes += a * (b * out + in * out + b * in);  // backward_data: diff_dst, weights, diff_src
+    c.bytes += a * (b * in + b * out) + f * in * out;  // backward_weights: src, diff_dst, diff_w
     // Bias gradient: inside backward_weights for inner_product, a ones-vector matmul for matmul.
-    c.bytes += s.algorithm == "matmul" ? f * (b + b * out + out) : f * out;
-    c.bytes += f * 3 * p;  // SGD update: weights and gradients read, weights written
+    c.bytes += s.algorithm == "matmul" ? a * (b + b * out) + f * out : f * out;
+    c.bytes += f * 3 * p;                     // SGD update: weights and gradients read, written
+    if (copy) c.bytes += (f + a) * in * out;  // reorder master -> bf16 copy
   }
   const double o = static_cast<double>(s.out(s.weighted_layers() - 1));
-  c.bytes += f * 2 * b * o;  // softmax: src, dst
-  tensors += b * o + b;      // probabilities, labels (int32)
+  c.bytes += f * 2 * b * o;      // softmax: src, dst
+  tensors += f * b * o + f * b;  // probabilities, labels (int32)
   if (s.training) {
-    c.bytes += f * (2 * b * o + b);  // loss: probabilities, labels, logits gradient
-    tensors += 2 * b * static_cast<double>(s.max_width());  // ping-pong gradient buffers
-    if (s.algorithm == "matmul") tensors += b;              // ones vector (bias gradient)
+    c.bytes += (f + a) * b * o + f * b;  // loss: probabilities, labels, logits gradient
+    tensors += 2 * a * b * static_cast<double>(s.max_width());  // ping-pong gradient buffers
+    if (s.algorithm == "matmul") tensors += a * b;              // ones vector (bias gradient)
   } else {
     // Activations: hidden layers alternate between (up to) two buffers; the logits have their own.
     const int hidden = s.weighted_layers() - 1;
-    tensors += std::min(hidden, 2) * b * static_cast<double>(config.nodes) + b * o;
+    tensors += std::min(hidden, 2) * a * b * static_cast<double>(config.nodes) + f * b * o;
   }
-  c.memory_bytes = f * tensors;  // + scratchpads, which only oneDNN knows (docs/conventions.md)
+  c.memory_bytes = tensors;  // + scratchpads, which only oneDNN knows (docs/conventions.md)
   c.flops = (s.training ? 6.0 : 2.0) * b * c.params;
   return c;
 }
@@ -133,7 +149,8 @@ struct FcModel::Impl {
   double last_loss = std::numeric_limits<double>::quiet_NaN();
 
   struct Layer {
-    memory w, b, dw, db;
+    memory w, b, dw, db;  // f32 master weights, bias and their gradients (bf16 inference: w bf16)
+    memory wc;            // the weights the primitives read: w itself, or its bf16 copy
     memory::desc w_canonical, b_canonical;  // [out][in] and [out] views for the accessors
   };
   std::vector<Layer> layers;
@@ -185,6 +202,16 @@ struct FcModel::Impl {
     }
   }
   void loss_and_gradient();
+  // Copies the master weights into the bf16 copy the primitives read (no-op without a copy).
+  void refresh_copy(const Layer& L) {
+    if (L.wc.get_data_handle() == L.w.get_data_handle()) return;
+    memory src = L.w;
+    memory dst = L.wc;
+    du::checked("reorder (weights copy)", [&] {
+      return dnnl::reorder(src, dst);
+    }).execute(rt.stream, src, dst);
+    rt.stream.wait();
+  }
 };
 
 FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
@@ -195,19 +222,27 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
   const bool mm = s.algorithm == "matmul";
   const auto fwd_kind =
       s.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-  const auto plain = [](memory::dim r, memory::dim c, tag t = tag::ab) {
-    return memory::desc({r, c}, dt::f32, t);
+  const dt adt = s.act_dt();
+  const bool copy = s.bf16 && s.training;  // f32 master weights + a bf16 copy (mixed precision)
+  const auto plain = [](memory::dim r, memory::dim c, tag t = tag::ab, dt d = dt::f32) {
+    return memory::desc({r, c}, d, t);
   };
   const auto view = [](const memory::desc& md, const memory& m) {
     return memory(md, m.get_engine(), m.get_data_handle());
   };
 
   // Inputs and labels, fixed for the model's life (ParaDnn trains on one random batch).
-  x0 = alloc(plain(batch, s.in(0)));
-  arena.execute([&] {
-    du::fill_uniform(static_cast<float*>(x0.get_data_handle()),
-                     static_cast<std::size_t>(batch * s.in(0)), -0.5F, 0.5F, seed, kInputStream);
-  });
+  x0 = alloc(plain(batch, s.in(0), tag::ab, adt));
+  if (s.bf16) {
+    std::vector<float> x(static_cast<std::size_t>(batch * s.in(0)));
+    arena.execute([&] { du::fill_uniform(x.data(), x.size(), -0.5F, 0.5F, seed, kInputStream); });
+    du::write_from_plain(x, plain(batch, s.in(0)), x0, rt);
+  } else {
+    arena.execute([&] {
+      du::fill_uniform(static_cast<float*>(x0.get_data_handle()),
+                       static_cast<std::size_t>(batch * s.in(0)), -0.5F, 0.5F, seed, kInputStream);
+    });
+  }
   labels.resize(static_cast<std::size_t>(batch));
   counts.memory_bytes += static_cast<double>(labels.size() * sizeof(std::int32_t));
   const auto classes = static_cast<float>(s.out(nl - 1));
@@ -220,7 +255,7 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
   std::vector<memory> act(static_cast<std::size_t>(nl));
   std::vector<memory> pingpong;
   for (int l = 0; l < nl; ++l) {
-    const auto md = plain(batch, s.out(l));
+    const auto md = plain(batch, s.out(l), tag::ab, s.hidden(l) ? adt : dt::f32);
     if (s.training || l == nl - 1) {
       act[static_cast<std::size_t>(l)] = alloc(md);
     } else {
@@ -237,16 +272,18 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
   // Two gradient buffers, alternating backward through the layers; tensors are views of them.
   if (s.training) {
     for (int i = 0; i < 2; ++i) {
-      grad_buf.push_back(alloc(memory::desc({batch * s.max_width()}, dt::f32, tag::a)));
+      grad_buf.push_back(alloc(memory::desc({batch * s.max_width()}, adt, tag::a)));
     }
-    dlogits = view(plain(batch, s.out(nl - 1)), grad_buf[0]);
+    dlogits = view(plain(batch, s.out(nl - 1), tag::ab, adt), grad_buf[0]);
   }
   // The gradient with respect to layer l's output lives in buffer (nl - 1 - l) % 2.
   const auto grad_out = [&](int l) {
-    return view(plain(batch, s.out(l)), grad_buf[static_cast<std::size_t>(nl - 1 - l) % 2]);
+    return view(plain(batch, s.out(l), tag::ab, adt),
+                grad_buf[static_cast<std::size_t>(nl - 1 - l) % 2]);
   };
   const auto grad_in = [&](int l) {
-    return view(plain(batch, s.in(l)), grad_buf[static_cast<std::size_t>(nl - l) % 2]);
+    return view(plain(batch, s.in(l), tag::ab, adt),
+                grad_buf[static_cast<std::size_t>(nl - l) % 2]);
   };
 
   // ---- forward ----------------------------------------------------------------------------
@@ -261,27 +298,28 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
     if (s.hidden(l)) relu.append_eltwise(1.0F, dnnl::algorithm::eltwise_relu, 0.0F, 0.0F);
     const auto attr = du::user_scratchpad_attr(relu);
     const std::string what = fmt::format("layer {} forward", l);
-    const auto src_md = plain(batch, in);
-    const auto dst_md = plain(batch, out);
+    const auto src_md = plain(batch, in, tag::ab, adt);
+    const auto dst_md = plain(batch, out, tag::ab, s.hidden(l) ? adt : dt::f32);
     if (mm) {
       // Training keeps plain [in][out] weights so backward can read them transposed in place.
-      const auto w_md = s.training ? plain(in, out) : memory::desc({in, out}, dt::f32, tag::any);
+      const auto w_md = s.training ? plain(in, out, tag::ab, adt) : plain(in, out, tag::any, adt);
       const auto b_md = plain(1, out);
       auto pd = du::checked(what, [&] {
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, w_md, b_md, dst_md), attr,
                                             rt.engine);
       });
-      L.w = alloc(pd.weights_desc());
+      L.wc = alloc(pd.weights_desc());
+      L.w = copy ? alloc(plain(in, out)) : L.wc;
       L.b = alloc(b_md);
       L.w_canonical = plain(in, out, tag::ba);
       L.b_canonical = b_md;
       add(l, "matmul", "forward", flops, pd,
           {{DNNL_ARG_SRC, src_of(l)},
-           {DNNL_ARG_WEIGHTS, L.w},
+           {DNNL_ARG_WEIGHTS, L.wc},
            {DNNL_ARG_BIAS, L.b},
            {DNNL_ARG_DST, act[static_cast<std::size_t>(l)]}});
     } else {
-      const auto w_md = memory::desc({out, in}, dt::f32, tag::any);
+      const auto w_md = memory::desc({out, in}, adt, tag::any);
       const auto b_md = memory::desc({out}, dt::f32, tag::a);
       auto pd = du::checked(what, [&] {
         return dnnl::inner_product_forward::primitive_desc(
@@ -289,24 +327,17 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
             rt.engine);
       });
       ip_fwd[static_cast<std::size_t>(l)] = pd;
-      L.w = alloc(pd.weights_desc());
+      L.wc = alloc(pd.weights_desc());
+      L.w = L.wc;  // bf16 training: replaced below by an f32 master in the gradient's layout
       L.b = alloc(b_md);
       L.w_canonical = plain(out, in);
       L.b_canonical = b_md;
       add(l, "inner_product", "forward", flops, pd,
           {{DNNL_ARG_SRC, src_of(l)},
-           {DNNL_ARG_WEIGHTS, L.w},
+           {DNNL_ARG_WEIGHTS, L.wc},
            {DNNL_ARG_BIAS, L.b},
            {DNNL_ARG_DST, act[static_cast<std::size_t>(l)]}});
     }
-    // Glorot-uniform weights (Glorot & Bengio, AISTATS 2010), zero biases (Keras Dense defaults).
-    const float limit = std::sqrt(6.0F / static_cast<float>(in + out));
-    std::vector<float> w(static_cast<std::size_t>(in * out));
-    arena.execute([&] {
-      du::fill_uniform(w.data(), w.size(), -limit, limit, seed,
-                       kWeightStream + static_cast<std::uint64_t>(l));
-    });
-    du::write_from_plain(w, L.w_canonical, L.w, rt);
     std::fill_n(static_cast<float*>(L.b.get_data_handle()), out, 0.0F);
   }
 
@@ -322,16 +353,17 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
   // ---- loss and backward ------------------------------------------------------------------
   if (s.training) {
     if (mm) {
-      ones = alloc(plain(1, batch));
-      std::fill_n(static_cast<float*>(ones.get_data_handle()), batch, 1.0F);
+      ones = alloc(plain(1, batch, tag::ab, adt));
+      du::write_from_plain(std::vector<float>(static_cast<std::size_t>(batch), 1.0F),
+                           plain(1, batch), ones, rt);
     }
     {
       Op o;
       o.layer = nl - 1;
       o.op = "loss";
       o.phase = "backward_data";
-      o.bytes =
-          4.0 * (2.0 * static_cast<double>(batch * s.out(nl - 1)) + static_cast<double>(batch));
+      o.bytes = (4.0 + s.act_bytes()) * static_cast<double>(batch * s.out(nl - 1)) +
+                4.0 * static_cast<double>(batch);
       o.impl = "host:tbb";
       o.host = [this] { loss_and_gradient(); };
       ops.push_back(std::move(o));
@@ -349,7 +381,7 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
         // ReLU was fused into the forward primitive, so its derivative is read off the output:
         // y > 0 exactly where the pre-activation was > 0. In place on the gradient buffer.
         const auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
-        const auto md = plain(batch, out);
+        const auto md = plain(batch, out, tag::ab, adt);
         auto pd = du::checked(fmt::format("layer {} relu backward", l), [&] {
           const dnnl::eltwise_forward::primitive_desc hint(
               dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, md, 0.0F, 0.0F),
@@ -366,15 +398,15 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
       if (mm) {
         // dX = dY W^T and dW = X^T dY, with the transposes as strided views of the same buffers.
         const auto attr = du::user_scratchpad_attr();
-        const auto w_t = view(plain(out, in, tag::ba), L.w);
-        const auto x_t = view(plain(in, batch, tag::ba), src_of(l));
+        const auto w_t = view(plain(out, in, tag::ba, adt), L.wc);
+        const auto x_t = view(plain(in, batch, tag::ba, adt), src_of(l));
         auto pd_d = du::checked(bd, [&] {
           return dnnl::matmul::primitive_desc(
               dnnl::matmul::desc(dy.get_desc(), w_t.get_desc(), dx.get_desc()), attr, rt.engine);
         });
         add(l, "matmul", "backward_data", phase_flops, pd_d,
             {{DNNL_ARG_SRC, dy}, {DNNL_ARG_WEIGHTS, w_t}, {DNNL_ARG_DST, dx}});
-        L.dw = alloc(L.w.get_desc());
+        L.dw = alloc(L.w.get_desc());  // f32 (the master's layout)
         L.db = alloc(L.b.get_desc());
         auto pd_w = du::checked(bw, [&] {
           return dnnl::matmul::primitive_desc(
@@ -400,14 +432,17 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
               attr, rt.engine, fwd);
         });
         add(l, "inner_product", "backward_data", phase_flops, pd_d,
-            {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, L.w}, {DNNL_ARG_DIFF_SRC, dx}});
-        // The weight gradient takes the weights' own (blocked) layout, so SGD is elementwise.
+            {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, L.wc}, {DNNL_ARG_DIFF_SRC, dx}});
+        // The weight gradient takes the weights' own (blocked) layout, so SGD is elementwise;
+        // with bf16 it is f32 in the layout oneDNN picks, and the f32 master takes that layout.
+        const auto dw_md = copy ? memory::desc({out, in}, dt::f32, tag::any) : fwd.weights_desc();
         auto pd_w = du::checked(bw, [&] {
           return dnnl::inner_product_backward_weights::primitive_desc(
-              dnnl::inner_product_backward_weights::desc(src_of(l).get_desc(), fwd.weights_desc(),
+              dnnl::inner_product_backward_weights::desc(src_of(l).get_desc(), dw_md,
                                                          L.b.get_desc(), dy.get_desc()),
               attr, rt.engine, fwd);
         });
+        if (copy) L.w = alloc(pd_w.diff_weights_desc());
         L.dw = alloc(pd_w.diff_weights_desc());
         L.db = alloc(pd_w.diff_bias_desc());
         add(l, "inner_product", "backward_weights", phase_flops, pd_w,
@@ -426,7 +461,29 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
         add(l, "update", "update", 0, pd,
             {{DNNL_ARG_MULTIPLE_SRC, p}, {DNNL_ARG_MULTIPLE_SRC + 1, g}, {DNNL_ARG_DST, p}});
       }
+      if (copy) {
+        // Mixed precision: the updated f32 master is rounded into the bf16 copy for the next step.
+        auto pd = du::checked(fmt::format("layer {} weights copy", l), [&] {
+          return dnnl::reorder::primitive_desc(rt.engine, L.w.get_desc(), rt.engine,
+                                               L.wc.get_desc(), du::user_scratchpad_attr());
+        });
+        add(l, "reorder", "update", 0, pd, {{DNNL_ARG_FROM, L.w}, {DNNL_ARG_TO, L.wc}});
+      }
     }
+  }
+
+  // Glorot-uniform weights (Glorot & Bengio, AISTATS 2010), zero biases (Keras Dense defaults),
+  // written once every layout (and the master of a bf16 copy) is known.
+  for (int l = 0; l < nl; ++l) {
+    auto& L = layers[static_cast<std::size_t>(l)];
+    const float limit = std::sqrt(6.0F / static_cast<float>(s.in(l) + s.out(l)));
+    std::vector<float> w(static_cast<std::size_t>(s.in(l)*s.out(l)));
+    arena.execute([&] {
+      du::fill_uniform(w.data(), w.size(), -limit, limit, seed,
+                       kWeightStream + static_cast<std::uint64_t>(l));
+    });
+    du::write_from_plain(w, L.w_canonical, L.w, rt);
+    refresh_copy(L);
   }
 
   // Primitives are created once the shared scratchpad exists.
@@ -443,9 +500,12 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
   for (const auto& o : ops) {
     if (o.host) counts.bytes += o.bytes;
   }
-  for (const auto& L : layers) {
-    counts.params += du::logical_bytes(L.w.get_desc()) / 4 + du::logical_bytes(L.b.get_desc()) / 4;
-  }
+  const auto elements = [](const memory::desc& md) {
+    double n = 1;
+    for (auto d : md.dims()) n *= static_cast<double>(d);
+    return n;
+  };
+  for (const auto& L : layers) counts.params += elements(L.w.get_desc()) + elements(L.b.get_desc());
 }
 
 // Softmax cross-entropy over the probabilities: loss = -mean log p[label], and its gradient with
@@ -454,7 +514,8 @@ void FcModel::Impl::loss_and_gradient() {
   const auto batch = static_cast<std::size_t>(shape.batch);
   const auto classes = static_cast<std::size_t>(shape.widths.back());
   const auto* p = static_cast<const float*>(probs.get_data_handle());
-  auto* g = static_cast<float*>(dlogits.get_data_handle());
+  void* g = dlogits.get_data_handle();
+  const bool bf16 = shape.bf16;
   const float inv_batch = 1.0F / static_cast<float>(batch);
   const double sum = arena.execute([&] {
     return tbb::parallel_deterministic_reduce(
@@ -462,10 +523,16 @@ void FcModel::Impl::loss_and_gradient() {
         [&](const tbb::blocked_range<std::size_t>& r, double acc) {
           for (std::size_t i = r.begin(); i != r.end(); ++i) {
             const float* pi = p + i * classes;
-            float* gi = g + i * classes;
             const auto label = static_cast<std::size_t>(labels[i]);
-            for (std::size_t j = 0; j < classes; ++j) gi[j] = pi[j] * inv_batch;
-            gi[label] -= inv_batch;
+            if (bf16) {
+              auto* gi = static_cast<std::uint16_t*>(g) + i * classes;
+              for (std::size_t j = 0; j < classes; ++j) gi[j] = du::to_bf16(pi[j] * inv_batch);
+              gi[label] = du::to_bf16(pi[label] * inv_batch - inv_batch);
+            } else {
+              float* gi = static_cast<float*>(g) + i * classes;
+              for (std::size_t j = 0; j < classes; ++j) gi[j] = pi[j] * inv_batch;
+              gi[label] -= inv_batch;
+            }
             acc -= std::log(std::max(static_cast<double>(pi[label]), double{FLT_MIN}));
           }
           return acc;
@@ -556,7 +623,8 @@ std::vector<float> FcModel::bias_gradient(int l) const {
   return read_or_empty(L.db, L.b_canonical, impl_->rt);
 }
 std::vector<float> FcModel::inputs() const {
-  return du::read_to_plain(impl_->x0, impl_->x0.get_desc(), impl_->rt);
+  const auto& d = impl_->x0.get_desc().dims();
+  return du::read_to_plain(impl_->x0, memory::desc(d, dt::f32, tag::ab), impl_->rt);
 }
 std::vector<std::int32_t> FcModel::labels() const {
   return impl_->labels;
@@ -567,6 +635,7 @@ std::vector<float> FcModel::logits() const {
 void FcModel::set_weights(int l, const std::vector<float>& w) {
   const auto& L = layer_at(impl_->layers, l);
   du::write_from_plain(w, L.w_canonical, L.w, impl_->rt);
+  impl_->refresh_copy(L);
 }
 void FcModel::set_biases(int l, const std::vector<float>& b) {
   const auto& L = layer_at(impl_->layers, l);

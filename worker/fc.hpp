@@ -36,7 +36,9 @@ class FcModel final : public Model {
   [[nodiscard]] std::string algorithm() const;  // resolved: inner_product | matmul
 
   // Copies of the model's state (f32; canonical layouts above). Gradients are those of the last
-  // training step, i.e. taken at the weights before that step's SGD update.
+  // training step, i.e. taken at the weights before that step's SGD update. With dtype bf16,
+  // weights() are the f32 masters in training (the bf16 copies the primitives read are refreshed
+  // from them) and the bf16 weights in inference; inputs() are the bf16 inputs widened to f32.
   [[nodiscard]] std::vector<float> weights(int l) const;
   [[nodiscard]] std::vector<float> biases(int l) const;
   [[nodiscard]] std::vector<float> weight_gradient(int l) const;

@@ -69,6 +69,9 @@ Dims dims_of(const space::Config& c) {
   if (c.knobs.dtype != "f32") {
     throw Unsupported(fmt::format("rnn: dtype {} is not supported yet (f32 only)", c.knobs.dtype));
   }
+  if (c.knobs.algorithm == "best") {
+    throw Unsupported("rnn: algorithm best (per-layer search) is not implemented yet");
+  }
   if (c.knobs.algorithm == "decomposed") {
     throw Unsupported("rnn: algorithm decomposed is not implemented yet");
   }

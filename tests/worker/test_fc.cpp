@@ -292,3 +292,98 @@ TEST_CASE("unsupported knobs are reported as Unsupported") {
   CHECK(std::isfinite(m.last_loss()));
   CHECK(m.counts().flops == worker::fc_counts(c).flops);
 }
+
+// ---- bf16 (mixed precision: bf16 activations, gradients and weight copies, f32 master weights)
+
+namespace {
+bool bf16_here() {
+  return __builtin_cpu_supports("avx512bf16") != 0;
+}
+}  // namespace
+
+TEST_CASE("bf16 training matches the f32 reference within bf16 rounding; masters stay f32") {
+  if (!bf16_here()) return;  // the executor records such rows skipped (test_executor)
+  for (const std::string alg : {"inner_product", "matmul"}) {
+    CAPTURE(alg);
+    auto c = tiny(alg);
+    c.knobs.dtype = "bf16";
+    FcModel m(c, 7);
+    set_test_biases(m);
+    const Params p = params_of(m);
+    const auto labels = m.labels();
+    const auto x = m.inputs();  // already rounded to bf16
+    const Reference want = reference(p, x, labels);
+    m.step();
+    // 8 significant bits per operand: a few ulp of 2^-8 after three layers.
+    check_close(m.logits(), want.logits, 3e-2);
+    CHECK(m.last_loss() == doctest::Approx(want.loss).epsilon(2e-2));
+    for (int l = 0; l < m.weighted_layers(); ++l) {
+      CAPTURE(l);
+      const auto dw = m.weight_gradient(l);
+      check_close(dw, want.dw[static_cast<std::size_t>(l)], 2e-2);
+      check_close(m.bias_gradient(l), want.db[static_cast<std::size_t>(l)], 2e-2);
+      // The update runs on the f32 masters: w' = w - lr * dw exactly as f32 arithmetic gives it,
+      // not rounded to bf16 (an update of 1e-4 would vanish in 8 bits).
+      const auto w1 = m.weights(l);
+      const auto& w0 = p.w[static_cast<std::size_t>(l)];
+      for (std::size_t i = 0; i < w1.size(); ++i) {
+        const float expect = static_cast<float>(w0[i]) - worker::kFcLearningRate * dw[i];
+        CHECK(w1[i] == doctest::Approx(expect).epsilon(1e-6));
+      }
+    }
+    // And it trains.
+    std::vector<double> losses{m.last_loss()};
+    for (int i = 0; i < 8; ++i) {
+      m.step();
+      losses.push_back(m.last_loss());
+    }
+    CHECK(losses.back() < losses.front());
+  }
+}
+
+TEST_CASE("bf16 inference logits match the f32 inference within bf16 rounding") {
+  if (!bf16_here()) return;
+  for (const std::string alg : {"inner_product", "matmul"}) {
+    CAPTURE(alg);
+    auto c = tiny(alg, "inference");
+    FcModel f32(c, 5);
+    c.knobs.dtype = "bf16";
+    FcModel bf(c, 5);
+    f32.step();
+    bf.step();
+    const auto want = f32.logits();
+    check_close(bf.logits(), std::vector<double>(want.begin(), want.end()), 3e-2);
+    CHECK(bf.impl().find("bf16") != std::string::npos);  // e.g. brg:avx512_core_bf16
+  }
+}
+
+TEST_CASE("bf16 counts agree with fc_counts; FLOPs as f32, fewer bytes") {
+  if (!bf16_here()) return;
+  auto medium = tiny();
+  medium.nodes = 1024;
+  medium.input = 1000;
+  medium.output = 500;
+  medium.batch = 256;
+  for (auto c : {tiny(), medium}) {
+    for (const std::string alg : {"inner_product", "matmul"}) {
+      for (const std::string mode : {"training", "inference"}) {
+        c.knobs.algorithm = alg;
+        c.knobs.mode = mode;
+        c.knobs.dtype = "f32";
+        const auto f32 = worker::fc_counts(c);
+        c.knobs.dtype = "bf16";
+        CAPTURE(c.label());
+        const FcModel m(c, 1);
+        const auto& got = m.counts();
+        const auto want = worker::fc_counts(c);
+        CHECK(got.params == f32.params);
+        CHECK(got.flops == f32.flops);
+        CHECK(want.flops == f32.flops);
+        CHECK(want.bytes == doctest::Approx(got.bytes).epsilon(1e-12));
+        CHECK(want.bytes < f32.bytes);
+        CHECK(got.memory_bytes >= want.memory_bytes);
+        if (c.nodes >= 1024) CHECK(got.memory_bytes <= 1.1 * want.memory_bytes);
+      }
+    }
+  }
+}
