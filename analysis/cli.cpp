@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "analysis/budget.hpp"
 #include "analysis/compare.hpp"
 #include "analysis/frame.hpp"
 #include "analysis/heatmap.hpp"
@@ -54,8 +55,10 @@ void add_common(po::options_description& opts, const char* metric_default) {
       "output directory for plots and CSV tables (default: INPUT-plots beside the first input)")(
       "json", po::bool_switch(), "print the results as JSON on stdout instead of the finding")(
       "where", po::value<std::string>()->default_value(""),
-      "filter rows, e.g. 'family==fc && batch>=256' (==, !=, <, <=, >, >=, &&, ||, parentheses)")(
-      "metric", po::value<std::string>()->default_value(metric_default), "metric (a /runs column)");
+      "filter rows, e.g. 'family==fc && batch>=256' (==, !=, <, <=, >, >=, &&, ||, parentheses)");
+  if (metric_default != nullptr)
+    opts.add_options()("metric", po::value<std::string>()->default_value(metric_default),
+                       "metric (a /runs column)");
 }
 
 // Parses args; returns false after printing --help.
@@ -86,8 +89,10 @@ bool parse(const std::vector<std::string>& args, po::options_description& opts, 
                                        (c.inputs[0].stem().string() + "-plots");
   c.json = vm["json"].as<bool>();
   c.where = vm["where"].as<std::string>();
-  c.metric = vm["metric"].as<std::string>();
-  c.metric_defaulted = vm["metric"].defaulted();
+  if (vm.count("metric")) {
+    c.metric = vm["metric"].as<std::string>();
+    c.metric_defaulted = vm["metric"].defaulted();
+  }
   return true;
 }
 
@@ -278,11 +283,67 @@ int cmd_heatmap(const std::vector<std::string>& args) {
   return 0;
 }
 
+int cmd_budget(const std::vector<std::string>& args) {
+  po::options_description opts(
+      "dnnscape budget OUT.h5 [more.h5 ...] (--budget 30ms | --preset cv|nlp|feed) [options]\n\n"
+      "Per system (file, or each level of --by KNOB inside a file) and latency budget: which\n"
+      "configs meet the budget (latency_pNN_s of inference rows <= budget), per batch size the\n"
+      "count and the largest model (params) that fits, the feasible region as a rule on the\n"
+      "parameters (a shallow decision tree on their log2) and a heat map of the share of configs\n"
+      "that fit. Presets (Walle's services): cv = 30ms, nlp = 100ms and 500ms, feed = 500ms.\n"
+      "\noptions");
+  add_common(opts, nullptr);
+  opts.add_options()("budget", po::value<std::vector<std::string>>()->composing(),
+                     "latency budget(s): 30ms, 0.5s, 500us (repeat or comma-separate)")(
+      "preset", po::value<std::string>()->default_value(""),
+      "cv (30ms), nlp (100ms and 500ms) or feed (500ms)")(
+      "percentile", po::value<int>()->default_value(99), "latency percentile: 50, 90 or 99")(
+      "families", po::value<std::string>()->default_value(""),
+      "comma-separated families (default: all)")(
+      "by", po::value<std::string>()->default_value(""),
+      "treat each level of this knob (e.g. threads, isa_cap) inside a file as a system")(
+      "allow-training", po::bool_switch(),
+      "use step_time_s of training rows as their latency (inference rows keep latency_pNN_s)")(
+      "x", po::value<std::string>()->default_value(""),
+      "heat-map x (default: the family's main size parameter: nodes, filters, embedding)")(
+      "y", po::value<std::string>()->default_value("batch"), "heat-map y")(
+      "depth", po::value<int>()->default_value(2), "depth of the decision tree behind the rule");
+  Common c;
+  po::variables_map vm;
+  if (!parse(args, opts, c, vm, 1)) return 0;
+  BudgetOptions o;
+  o.inputs = c.inputs;
+  o.where = c.where;
+  o.out_dir = c.out_dir;
+  if (vm.count("budget"))
+    for (const auto& b : vm["budget"].as<std::vector<std::string>>())
+      for (const auto& part : split_list(b)) o.budgets_s.push_back(parse_budget(part));
+  const auto preset = vm["preset"].as<std::string>();
+  if (!preset.empty())
+    for (double b : preset_budgets(preset)) o.budgets_s.push_back(b);
+  if (o.budgets_s.empty()) throw InputError("needs --budget DURATION or --preset cv|nlp|feed");
+  o.percentile = vm["percentile"].as<int>();
+  o.families = split_list(vm["families"].as<std::string>());
+  o.by = vm["by"].as<std::string>();
+  o.allow_training = vm["allow-training"].as<bool>();
+  o.x = vm["x"].as<std::string>();
+  o.y = vm["y"].as<std::string>();
+  o.depth = vm["depth"].as<int>();
+  const auto r = budget(o);
+  if (c.json) {
+    fmt::print("{}\n", r.json());
+  } else {
+    fmt::print("{}\n", r.finding);
+    print_files(r.files);
+  }
+  return 0;
+}
+
 }  // namespace
 
 const std::vector<std::string>& analysis_commands() {
-  static const std::vector<std::string> cmds = {"regress", "compare", "roofline", "report",
-                                                "heatmap"};
+  static const std::vector<std::string> cmds = {"regress", "compare", "roofline",
+                                                "report",  "heatmap", "budget"};
   return cmds;
 }
 
@@ -293,6 +354,7 @@ int analysis_command(const std::string& cmd, const std::vector<std::string>& arg
     if (cmd == "roofline") return cmd_roofline(args);
     if (cmd == "report") return cmd_report(args);
     if (cmd == "heatmap") return cmd_heatmap(args);
+    if (cmd == "budget") return cmd_budget(args);
     fmt::print(stderr, "dnnscape: unknown analysis command '{}'\n", cmd);
     return kExitUsage;
   } catch (const po::error& e) {

@@ -1,5 +1,5 @@
-// The analysis subcommands of the dnnscape CLI (regress, compare, roofline, report, and the
-// extended heatmap), parsed with Boost.Program_options; app/main.cpp dispatches to it.
+// The analysis subcommands of the dnnscape CLI (regress, compare, roofline, report, budget and
+// the extended heatmap), parsed with Boost.Program_options; app/main.cpp dispatches to it.
 #pragma once
 
 #include <string>

@@ -263,53 +263,9 @@ Comparison compare_pair(const Side& A, const Side& B, const std::vector<std::str
   } else {
     c.verdict = "conditionally better";
     // Shallow tree on the log2 parameters (and text parameters / families as indicators).
-    std::vector<TreeFeature> feats;
-    const auto add_numeric = [&](const std::string& name) {
-      if (!A.frame->numeric.count(name)) return;
-      const auto& v = A.frame->num(name);
-      TreeFeature f;
-      f.name = name;
-      f.values.resize(c.matched);
-      f.display.resize(c.matched);
-      double lo = INFINITY, hi = -INFINITY;
-      for (std::size_t i = 0; i < c.matched; ++i) {
-        const double x = v[used[i].first];
-        if (!(x > 0)) return;  // not applicable to every matched config
-        f.values[i] = std::log2(x);
-        f.display[i] = x;
-        lo = std::min(lo, x);
-        hi = std::max(hi, x);
-      }
-      if (hi > lo) feats.push_back(std::move(f));
-    };
-    const auto add_text = [&](const std::string& name) {
-      if (!A.frame->text.count(name)) return;
-      const auto& cat = A.frame->cat(name);
-      std::vector<char> present(cat.levels.size(), 0);
-      for (std::size_t i = 0; i < c.matched; ++i) present[cat.codes[used[i].first]] = 1;
-      if (std::count(present.begin(), present.end(), 1) < 2) return;
-      for (std::size_t l = 0; l < cat.levels.size(); ++l) {
-        if (!present[l] || cat.levels[l].empty()) continue;
-        TreeFeature f;
-        f.name = fmt::format("{} = {}", name, cat.levels[l]);
-        f.negated = fmt::format("{} ≠ {}", name, cat.levels[l]);
-        f.indicator = true;
-        f.values.resize(c.matched);
-        for (std::size_t i = 0; i < c.matched; ++i)
-          f.values[i] = cat.codes[used[i].first] == static_cast<std::int32_t>(l) ? 1 : 0;
-        feats.push_back(std::move(f));
-      }
-    };
-    for (auto p : kNumericParams) add_numeric(std::string(p));
-    add_text("family");
-    for (auto p : kTextParams) add_text(std::string(p));
-    for (auto k : kKnobs)
-      if (k != o.by) {
-        if (k == "threads")
-          add_numeric("threads");
-        else
-          add_text(std::string(k));
-      }
+    std::vector<std::uint32_t> rows(c.matched);
+    for (std::size_t i = 0; i < c.matched; ++i) rows[i] = used[i].first;
+    const auto feats = rule_features(*A.frame, rows, o.by);
     c.rule = fit_rule(feats, win, o.depth, std::max<std::size_t>(1, c.matched / 100));
   }
   c.finding = fmt::format(
@@ -391,6 +347,59 @@ void plot_comparison(const Comparison& c, const CompareOptions& o,
 }
 
 }  // namespace
+
+std::vector<TreeFeature> rule_features(const Frame& frame, const std::vector<std::uint32_t>& rows,
+                                       std::string_view skip_knob) {
+  std::vector<TreeFeature> feats;
+  const std::size_t n = rows.size();
+  const auto add_numeric = [&](const std::string& name) {
+    if (!frame.numeric.count(name)) return;
+    const auto& v = frame.num(name);
+    TreeFeature f;
+    f.name = name;
+    f.values.resize(n);
+    f.display.resize(n);
+    double lo = INFINITY, hi = -INFINITY;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double x = v[rows[i]];
+      if (!(x > 0)) return;  // not applicable to every row
+      f.values[i] = std::log2(x);
+      f.display[i] = x;
+      lo = std::min(lo, x);
+      hi = std::max(hi, x);
+    }
+    if (hi > lo) feats.push_back(std::move(f));
+  };
+  const auto add_text = [&](const std::string& name) {
+    if (!frame.text.count(name)) return;
+    const auto& cat = frame.cat(name);
+    std::vector<char> present(cat.levels.size(), 0);
+    for (std::size_t i = 0; i < n; ++i) present[cat.codes[rows[i]]] = 1;
+    if (std::count(present.begin(), present.end(), 1) < 2) return;
+    for (std::size_t l = 0; l < cat.levels.size(); ++l) {
+      if (!present[l] || cat.levels[l].empty()) continue;
+      TreeFeature f;
+      f.name = fmt::format("{} = {}", name, cat.levels[l]);
+      f.negated = fmt::format("{} ≠ {}", name, cat.levels[l]);
+      f.indicator = true;
+      f.values.resize(n);
+      for (std::size_t i = 0; i < n; ++i)
+        f.values[i] = cat.codes[rows[i]] == static_cast<std::int32_t>(l) ? 1 : 0;
+      feats.push_back(std::move(f));
+    }
+  };
+  for (auto p : kNumericParams) add_numeric(std::string(p));
+  add_text("family");
+  for (auto p : kTextParams) add_text(std::string(p));
+  for (auto k : kKnobs)
+    if (k != skip_knob) {
+      if (k == "threads")
+        add_numeric("threads");
+      else
+        add_text(std::string(k));
+    }
+  return feats;
+}
 
 ConfigMatch match_configs(const Frame& a, const Frame& b) {
   Side sa{&a, std::vector<std::uint32_t>(a.rows), a.label()};

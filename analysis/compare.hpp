@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -67,6 +68,12 @@ struct ConfigMatch {
 ConfigMatch match_configs(const Frame& a, const Frame& b);
 // The columns that identify a configuration (load them to match).
 std::vector<std::string> config_key_columns();
+
+// Features of the decision tree behind a rule, over the given frame rows: the log2 of each numeric
+// parameter that is positive in every row and varies (threads too), and family, text parameters
+// and the other knobs as `name = level` indicators. `skip_knob` (e.g. the --by knob) is left out.
+std::vector<TreeFeature> rule_features(const Frame& frame, const std::vector<std::uint32_t>& rows,
+                                       std::string_view skip_knob = {});
 
 CompareResult compare(const CompareOptions& options);
 // On loaded frames (options.inputs ignored; one frame with options.by, or two or more).
