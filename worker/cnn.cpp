@@ -21,12 +21,14 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
 
+#include "worker/best_mode.hpp"
 #include "worker/families.hpp"
 
 namespace dnnscape::worker {
@@ -298,7 +300,8 @@ double plan_bytes(const NetPlan& p, bool training) {
 bool auto_picks_winograd(const ConvLayer& l, bool training, const std::string& algorithm) {
   const bool shape =
       l.kernel == 3 && l.stride == 1 && l.in_channels % 16 == 0 && l.out_channels % 16 == 0;
-  if (algorithm == "winograd") return !training && shape;  // explicit: any batch
+  // explicit (best may pick it): any batch
+  if (algorithm == "winograd" || algorithm == "best") return !training && shape;
   return !training && (algorithm == "default" || algorithm == "auto") && shape && l.batch >= 4;
 }
 constexpr double kWinoTileBuffers = 6.8e6;
@@ -306,7 +309,7 @@ constexpr double kWinoTileBuffers = 6.8e6;
 bool winograd_candidate(const ConvLayer& l, const std::string& algorithm) {
   const bool shape =
       l.kernel == 3 && l.stride == 1 && l.in_channels % 16 == 0 && l.out_channels % 16 == 0;
-  if (algorithm == "winograd") return shape;
+  if (algorithm == "winograd" || algorithm == "best") return shape;
   return (algorithm == "default" || algorithm == "auto") && shape && l.batch > 8;
 }
 
@@ -332,7 +335,8 @@ double plan_memory(const NetPlan& p, bool training, const std::string& algorithm
       // on 2.6.3), as an upper estimate.
       // Explicit winograd runs every pass with it: measured (2.6.3, filters 16-64, image
       // 32-100) about twice the tile buffers where the weights are small.
-      const double tiles = (algorithm == "winograd" ? 2 : 1) * kWinoTileBuffers;
+      const double tiles =
+          (algorithm == "winograd" || algorithm == "best" ? 2 : 1) * kWinoTileBuffers;
       scratch = std::max(scratch, std::max(4 * wino_weights, wino_weights + tiles));
     }
     return (wino ? 4.0 : 1.0) *
@@ -389,13 +393,13 @@ double plan_memory(const NetPlan& p, bool training, const std::string& algorithm
 // ---- oneDNN building blocks ------------------------------------------------------------------
 
 dnnl::algorithm conv_algorithm(const std::string& name) {
-  if (name == "default" || name == "auto") return dnnl::algorithm::convolution_auto;
+  // best starts from auto (its default candidate) and searches per layer pass (Net::conv_pd).
+  if (name == "default" || name == "auto" || name == "best")
+    return dnnl::algorithm::convolution_auto;
   if (name == "direct") return dnnl::algorithm::convolution_direct;
   if (name == "winograd") return dnnl::algorithm::convolution_winograd;
-  if (name == "best")
-    throw Unsupported("cnn: algorithm best (per-layer search) is not implemented yet");
   throw Unsupported(
-      fmt::format("cnn: algorithm '{}' is not one of default, auto, direct, winograd", name));
+      fmt::format("cnn: algorithm '{}' is not one of default, auto, direct, winograd, best", name));
 }
 
 // Counter-based uniform numbers: the same values however TBB splits the range.
@@ -467,7 +471,10 @@ struct Unit {
 class Net {
  public:
   Net(bool training, const std::string& algorithm)
-      : training_(training), alg_(conv_algorithm(algorithm)), alg_name_(algorithm) {
+      : training_(training),
+        alg_(conv_algorithm(algorithm)),
+        alg_name_(algorithm),
+        best_(algorithm == "best") {
     attr_.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   }
 
@@ -553,7 +560,9 @@ class Net {
   // takes it where oneDNN builds it and runs direct otherwise; /ops impl shows which ran
   // (jit_wino_4x3 vs jit). A model where no pass gets it is Unsupported (require_winograd()).
   template <typename F>
-  auto conv_pd(const ConvLayer& l, const char* what, F&& make) {
+  auto conv_pd(const ConvLayer& l, const char* what, F&& make,
+               const memory::desc* fwd_weights = nullptr) {
+    if (best_) return conv_pd_best(l, what, make, fwd_weights);
     if (alg_ == dnnl::algorithm::convolution_winograd) {
       if (l.kernel == 3 && l.stride == 1) {
         try {
@@ -567,6 +576,123 @@ class Net {
     }
     return conv_pd_with(alg_, alg_name_, l, what, make);
   }
+  // algorithm best: candidates auto (the default), direct and, for 3x3 stride 1, winograd;
+  // ranked by the roofline model (Winograd: FLOPs / 2.25), pruned above 2x the best prediction
+  // (auto never: it is what default runs), the survivors measured on this layer pass in isolation
+  // (same threads, `any` layouts as in the model, the backward-data weights reorder included when
+  // the candidate's kernel wants another weights blocking than the forward's `fwd_weights`), the
+  // fastest kept. Decisions are cached (worker/best_mode.hpp); the choice goes into /ops impl.
+  template <typename F>
+  auto conv_pd_best(const ConvLayer& l, const char* what, F&& make,
+                    const memory::desc* fwd_weights) {
+    using PD = decltype(make(dnnl::algorithm::convolution_auto));
+    const std::string w = what;
+    const std::string pass = w == "forward" ? (training_ ? "forward_training" : "forward_inference")
+                             : w == "backward-data" ? "backward_data"
+                                                    : "backward_weights";
+    const best::LayerKey key = best::make_key("conv",
+                                              {{"mb", l.batch},
+                                               {"ic", l.in_channels},
+                                               {"oc", l.out_channels},
+                                               {"ih", l.in_h},
+                                               {"iw", l.in_w},
+                                               {"kh", l.kernel},
+                                               {"kw", l.kernel},
+                                               {"sh", l.stride},
+                                               {"sw", l.stride},
+                                               {"ph", l.pad},
+                                               {"pw", l.pad}},
+                                              pass, "f32");
+    std::vector<std::string> names{"auto", "direct"};
+    if (l.kernel == 3 && l.stride == 1) names.emplace_back("winograd");
+    if (auto d = best::cache().find(key.str());
+        d && std::find(names.begin(), names.end(), d->algorithm) != names.end()) {
+      try {
+        PD pd = make(conv_algorithm(d->algorithm));
+        best::record(key, *d, true);
+        last_choice_ = d->algorithm;
+        return pd;
+      } catch (const dnnl::error&) {  // not buildable any more: search again
+      }
+    }
+    const int threads = key.threads;
+    const double direct = best::roofline_s(l.forward_flops(), conv_bytes(l), threads);
+    std::map<std::string, double> predicted{{"direct", direct}, {"auto", direct}};
+    if (names.size() > 2) {
+      predicted["winograd"] =
+          best::roofline_s(l.forward_flops() / best::kWinogradReduction, conv_bytes(l), threads);
+      predicted["auto"] = std::min(direct, predicted["winograd"]);  // auto runs one of the two
+    }
+    std::vector<PD> pds;
+    std::vector<best::Candidate> cands;
+    std::vector<std::pair<std::string, memory::desc>> seen;  // (impl, weights) already a candidate
+    for (const auto& name : best::survivors(predicted, "auto")) {
+      std::optional<PD> pd;
+      if (name == "auto") {
+        pd = make(dnnl::algorithm::convolution_auto);  // as default: its failure is the model's
+      } else {
+        try {
+          pd = make(conv_algorithm(name));
+        } catch (const dnnl::error&) {  // no kernel for this layer pass
+          continue;
+        }
+      }
+      // auto resolves to one of the others: the same kernel on the same layouts is measured once.
+      const std::string impl = pd->impl_info_str();
+      const memory::desc wd = pd->weights_desc();
+      if (std::any_of(seen.begin(), seen.end(),
+                      [&](const auto& s) { return s.first == impl && s.second == wd; })) {
+        continue;
+      }
+      seen.emplace_back(impl, wd);
+      cands.push_back({name, predicted[name], isolated_run(*pd, fwd_weights)});
+      pds.push_back(std::move(*pd));
+    }
+    if (cands.empty())
+      return conv_pd_with(dnnl::algorithm::convolution_direct, "direct", l, what, make);
+    const best::Decision d = best::measure_and_choose(cands, "auto");
+    best::record(key, d, false);
+    last_choice_ = d.algorithm;
+    for (std::size_t i = 0; i < cands.size(); ++i) {
+      if (cands[i].algorithm == d.algorithm) return pds[i];
+    }
+    return pds.front();
+  }
+
+  // One execution of a convolution pass on its own buffers (zeros), waited; plus the weights
+  // reorder the model would run before it (backward data, another weights blocking).
+  template <typename PD>
+  std::function<void()> isolated_run(const PD& pd, const memory::desc* fwd_weights) {
+    std::unordered_map<int, memory> args;
+    for (int arg : {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_DIFF_SRC,
+                    DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST, DNNL_ARG_SCRATCHPAD}) {
+      const memory::desc md = pd.query_md(dnnl::query::exec_arg_md, arg);
+      if (md.get_size() == 0) continue;
+      memory m(md, eng);
+      std::memset(m.get_data_handle(), 0, md.get_size());
+      args[arg] = m;
+    }
+    std::optional<dnnl::reorder> rd;
+    memory rsrc;
+    if (fwd_weights != nullptr && pd.weights_desc() != *fwd_weights) {
+      rsrc = memory(*fwd_weights, eng);
+      std::memset(rsrc.get_data_handle(), 0, fwd_weights->get_size());
+      rd = dnnl::reorder(rsrc, args.at(DNNL_ARG_WEIGHTS));
+    }
+    dnnl::primitive prim(pd.get());
+    return [this, prim, args, rd, rsrc]() mutable {
+      if (rd) rd->execute(strm, rsrc, args.at(DNNL_ARG_WEIGHTS));
+      prim.execute(strm, args);
+      strm.wait();
+    };
+  }
+
+  // "best:winograd " before the impl of a convolution op the search chose (algorithm best).
+  void tag_choice(Op& op) const {
+    if (best_) op.impl = fmt::format("best:{} {}", last_choice_, op.impl);
+  }
+  [[nodiscard]] bool best() const { return best_; }
+
   template <typename F>
   auto conv_pd_with(dnnl::algorithm alg, const std::string& alg_name, const ConvLayer& l,
                     const char* what, F&& make) {
@@ -655,6 +781,7 @@ class Net {
                           {{DNNL_ARG_SRC, x.mem},
                            {DNNL_ARG_WEIGHTS, params[u.weights].value},
                            {DNNL_ARG_DST, u.conv_out.mem}}));
+    tag_choice(fwd.back());
 
     const memory::desc& md = u.conv_out.md;
     auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
@@ -748,15 +875,19 @@ class Net {
                             {{DNNL_ARG_SRC, x.mem},
                              {DNNL_ARG_DIFF_DST, d},
                              {DNNL_ARG_DIFF_WEIGHTS, params[u.weights].grad}}));
+    tag_choice(group.back());
     if (!diff_x) return;
     // The backward-data kernels may want the weights in another blocking than the forward pass
     // (direct jit: OIhw16o16i vs OIhw16i16o); then they get a copy, reordered every step.
     const memory::desc w_any({l.out_channels, l.in_channels, l.kernel, l.kernel}, Dt::f32,
                              Tag::any);
-    auto bd_pd = conv_pd(l, "backward-data", [&](dnnl::algorithm a) {
-      return dnnl::convolution_backward_data::primitive_desc(
-          {a, x.md, w_any, u.conv_out.md, strides, pad, pad}, attr_, eng, u.conv_pd);
-    });
+    auto bd_pd = conv_pd(
+        l, "backward-data",
+        [&](dnnl::algorithm a) {
+          return dnnl::convolution_backward_data::primitive_desc(
+              {a, x.md, w_any, u.conv_out.md, strides, pad, pad}, attr_, eng, u.conv_pd);
+        },
+        &w_md);
     memory w_bwd = params[u.weights].value;
     if (bd_pd.weights_desc() != w_md) {
       w_bwd = owned(bd_pd.weights_desc());
@@ -768,6 +899,7 @@ class Net {
     group.push_back(make_op(
         bd_pd, u.conv_layer, "convolution", "backward_data", l.forward_flops(), conv_bytes(l),
         {{DNNL_ARG_DIFF_DST, d}, {DNNL_ARG_WEIGHTS, w_bwd}, {DNNL_ARG_DIFF_SRC, *diff_x}}));
+    tag_choice(group.back());
   }
 
   // dst = src0 + src1 (dst may be src0).
@@ -859,6 +991,8 @@ class Net {
   dnnl::algorithm alg_;
   std::string alg_name_;
   int winograd_passes_ = 0;  // convolution passes built with Winograd (algorithm winograd)
+  bool best_ = false;        // algorithm best: per layer pass search (conv_pd_best)
+  std::string last_choice_;  // what the last conv_pd_best chose
 
  public:
   // algorithm winograd where oneDNN has Winograd for none of the model's convolutions would be
@@ -1094,6 +1228,7 @@ class CnnModel final : public Model {
     }
 
     net_.require_winograd();
+    if (net_.best()) best::cache().save();
     // The dominant primitive: the forward convolution with the most FLOPs.
     double best = -1;
     for (const auto& op : net_.fwd) {

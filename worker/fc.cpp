@@ -14,6 +14,7 @@
 #include <limits>
 #include <unordered_map>
 
+#include "worker/best_mode.hpp"
 #include "worker/dnnl_util.hpp"
 #include "worker/families.hpp"
 
@@ -75,7 +76,8 @@ FcShape fc_shape(const space::Config& c) {
   if (k.algorithm == "default") {
     s.algorithm = kFcDefaultAlgorithm;
   } else if (k.algorithm == "best") {
-    throw Unsupported("algorithm best (per-layer search) is not implemented yet for fc");
+    // Resolved by build_fc (a measured choice); the counts are those of the default.
+    s.algorithm = kFcDefaultAlgorithm;
   } else if (k.algorithm == "inner_product" || k.algorithm == "matmul") {
     s.algorithm = k.algorithm;
   } else {
@@ -642,7 +644,72 @@ void FcModel::set_biases(int l, const std::vector<float>& b) {
   du::write_from_plain(b, L.b_canonical, L.b, impl_->rt);
 }
 
+namespace {
+
+// algorithm best for fc: one algorithm for the whole model (mixing inner_product and matmul per
+// layer would put reorders of weights and activations between the layers: inner_product wants
+// its own weights blocking, matmul plain ones), chosen by measuring both on the model's first
+// layer alone (a layers-0 model input -> first width with the same batch, mode, dtype, threads;
+// its softmax and loss are common to both). Same FLOPs and bytes, so the roofline model ranks
+// them equal and prunes neither. The choice is cached like the CNN's (worker/best_mode.hpp).
+std::string choose_fc_algorithm(const space::Config& config) {
+  const FcShape s = fc_shape(config);
+  const best::LayerKey key =
+      best::make_key("fc_first_layer", {{"mb", s.batch}, {"ic", s.in(0)}, {"oc", s.out(0)}},
+                     config.knobs.mode, config.knobs.dtype);
+  const std::vector<std::string> names{"matmul", "inner_product"};
+  if (auto d = best::cache().find(key.str());
+      d && std::find(names.begin(), names.end(), d->algorithm) != names.end()) {
+    best::record(key, *d, true);
+    return d->algorithm;
+  }
+  space::Config first = config;
+  first.layers = 0;
+  first.output = s.out(0);
+  std::vector<std::unique_ptr<FcModel>> models;
+  std::vector<best::Candidate> cands;
+  for (const auto& name : names) {
+    first.knobs.algorithm = name;
+    const ModelCounts c = fc_counts(first);
+    models.push_back(std::make_unique<FcModel>(first, 42));
+    FcModel* m = models.back().get();
+    cands.push_back({name, best::roofline_s(c.flops, c.bytes, key.threads), [m] { m->step(); }});
+  }
+  const best::Decision d = best::measure_and_choose(cands, kFcDefaultAlgorithm);
+  best::record(key, d, false);
+  best::cache().save();
+  return d.algorithm;
+}
+
+// The chosen model, its /ops impl strings prefixed with the choice ("best:matmul brg:...").
+class BestFcModel final : public Model {
+ public:
+  BestFcModel(std::unique_ptr<FcModel> m, std::string choice)
+      : m_(std::move(m)), prefix_(fmt::format("best:{} ", choice)) {}
+  void step() override { m_->step(); }
+  [[nodiscard]] const ModelCounts& counts() const override { return m_->counts(); }
+  [[nodiscard]] double last_loss() const override { return m_->last_loss(); }
+  std::vector<store::OpRecord> profile_step() override {
+    auto ops = m_->profile_step();
+    for (auto& o : ops) o.impl = prefix_ + o.impl;
+    return ops;
+  }
+  [[nodiscard]] std::string impl() const override { return prefix_ + m_->impl(); }
+
+ private:
+  std::unique_ptr<FcModel> m_;
+  std::string prefix_;
+};
+
+}  // namespace
+
 std::unique_ptr<Model> build_fc(const space::Config& config, std::uint64_t seed) {
+  if (config.knobs.algorithm == "best") {
+    space::Config chosen = config;
+    chosen.knobs.algorithm = choose_fc_algorithm(config);
+    return std::make_unique<BestFcModel>(std::make_unique<FcModel>(chosen, seed),
+                                         chosen.knobs.algorithm);
+  }
   return std::make_unique<FcModel>(config, seed);
 }
 
