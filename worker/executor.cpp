@@ -5,12 +5,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <new>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "worker/best_mode.hpp"
 #include "worker/cost.hpp"
 #include "worker/energy.hpp"
 #include "worker/families.hpp"
@@ -21,12 +23,78 @@ namespace dnnscape::worker {
 
 using store::RunRecord;
 
+namespace {
+
+// What is built for `config`: rnn has one algorithm (fused), so its best is fused.
+space::Config as_built(const space::Config& config) {
+  space::Config c = config;
+  if (c.family == space::Family::rnn && c.knobs.algorithm == "best") c.knobs.algorithm = "fused";
+  return c;
+}
+
+// algorithm best: the default model measured side by side with the chosen one (interleaved steps,
+// alternating which goes first), so that the speedup is not an artefact of load changing between
+// two measurements. Both are built fresh (best's decisions come from the cache: no search), so
+// both are at the same point of training: a model that already ran the timed repetitions may
+// have reached denormal gradients, which slow CNN training steps down many times (docs/knobs.md).
+// The schema has no column for the speedup: it goes into the row's message.
+std::string best_versus_default(const space::Config& config, double memory_bytes,
+                                const RunContext& ctx, const best::BestModeStats& st) {
+  const std::string search = fmt::format(
+      "search: {} layer passes decided, {} from the cache, {} candidates measured, {} pruned by "
+      "the cost model",
+      st.decisions, st.cache_hits, st.measurements, st.pruned);
+  if (config.family == space::Family::rnn) {
+    return "best = fused (the only rnn algorithm built): speedup over default 1.00x by definition";
+  }
+  const double need = 2 * memory_bytes;
+  if (need > ctx.limits.memory_fraction * available_memory_bytes()) {
+    return fmt::format("best: default not measured side by side (both models would not fit); {}",
+                       search);
+  }
+  space::Config dc = config;
+  dc.knobs.algorithm = "default";
+  auto mine = build_model(as_built(config));
+  Model& best_model = *mine;
+  auto def = build_model(dc);
+  for (int i = 0; i < 2; ++i) {  // warm-up of both
+    best_model.step();
+    def->step();
+  }
+  std::vector<double> tb, td;
+  auto timed = [](Model& m) {
+    const auto t0 = std::chrono::steady_clock::now();
+    m.step();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 15; ++i) {
+    if (i % 2 == 0) {
+      tb.push_back(timed(best_model));
+      td.push_back(timed(*def));
+    } else {
+      td.push_back(timed(*def));
+      tb.push_back(timed(best_model));
+    }
+    const double spent =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (i >= 4 && spent > std::max(ctx.measure.max_time_s, 0.5)) break;
+  }
+  const double mb = median_ci(tb).median, md = median_ci(td).median;
+  return fmt::format(
+      "best: speedup over default {:.2f}x (side by side, {} interleaved pairs: default step {:.4g} "
+      "s, best {:.4g} s); {}",
+      md / mb, tb.size(), md, mb, search);
+}
+
+}  // namespace
+
 RunRecord predicted_record(const space::Config& config, const Peaks& peaks) {
   RunRecord r;
   r.config = config;
   r.config_id = config.config_id();
   try {
-    const ModelCounts c = predict_counts(config);
+    const ModelCounts c = predict_counts(as_built(config));
     r.metrics.flops = c.flops;
     r.metrics.bytes = c.bytes;
     r.metrics.params = c.params;
@@ -53,7 +121,7 @@ std::string skip_reason(const space::Config& config, const space::Limits& limits
   }
   ModelCounts c;
   try {
-    c = predict_counts(config);
+    c = predict_counts(as_built(config));
   } catch (const Unsupported& e) {
     return e.what();
   }
@@ -87,7 +155,11 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
       config.knobs.threads > 0 ? static_cast<int>(config.knobs.threads) : available_cpus();
   omp_set_num_threads(threads);
   try {
-    auto model = build_model(config);
+    const bool best_mode = config.knobs.algorithm == "best";
+    best::set_peaks(ctx.peaks);
+    best::reset_stats();
+    auto model = build_model(as_built(config));
+    const best::BestModeStats search_stats = best::stats();
     r.provenance.effective_isa = onednn_isa();
     const ModelCounts& c = model->counts();
     // Latency percentiles need samples: p99 of fewer than 100 is an interpolation between the
@@ -153,7 +225,6 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
           "largest samples",
           m.reps, kLatencyReps));
     }
-    const std::string note = fmt::format("{}", fmt::join(notes, "; "));
     if (ctx.profile) {
       // A single profiled step is at the mercy of one scheduler hiccup; up to 5 passes (about
       // half a second in all) and the median time per op make the profile as steady as the
@@ -174,6 +245,12 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
       for (const auto& op : r.ops) sum += op.time_s;
       m.ops_time_ratio = r.ops.empty() ? store::kNaN : sum / m.step_time_s;
     }
+    if (best_mode) {
+      const double bytes = model->counts().memory_bytes;
+      model.reset();
+      notes.push_back(best_versus_default(config, bytes, ctx, search_stats));
+    }
+    const std::string note = fmt::format("{}", fmt::join(notes, "; "));
     return finish(store::status::ok, note);
   } catch (const Unsupported& e) {
     return finish(store::status::skipped, e.what());
