@@ -50,3 +50,10 @@ if has_avx512:
     assert free.status == "ok", free.message
     assert any("wino" in i for i in impls(free.name)), impls(free.name)
 PY
+
+# compare --by isa_cap inside the one file: a verdict with box plots.
+expect_exit 0 "$DNNSCAPE" compare "$WORK/isa.h5" --by isa_cap --base avx2 --where 'dtype==f32 && algorithm==default' -o "$WORK/cmp"
+grep -Eq "Verdict: .*(strictly better|conditionally better|no better)" "$WORK/out" || { cat "$WORK/out" "$WORK/err"; fail "compare --by isa_cap gave no verdict"; }
+ls "$WORK"/cmp/compare_*.svg >/dev/null 2>&1 || fail "compare --by isa_cap drew no box plot"
+grep -q "1.5" "$WORK"/cmp/compare_*.svg || fail "box plot does not state its whiskers"
+echo "isa_cap test passed (with compare --by isa_cap)"
