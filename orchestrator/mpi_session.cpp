@@ -73,4 +73,26 @@ std::string MpiSession::broadcast(const std::string& from_root) const {
   return s;
 }
 
+std::vector<std::string> MpiSession::gather(const std::string& mine) const {
+  if (!active_ || size_ == 1) return {mine};
+  int n = static_cast<int>(mine.size());
+  std::vector<int> sizes(rank_ == 0 ? static_cast<std::size_t>(size_) : 0);
+  check_mpi(MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, MPI_COMM_WORLD), "MPI_Gather");
+  std::vector<int> offsets(sizes.size());
+  int total = 0;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    offsets[i] = total;
+    total += sizes[i];
+  }
+  std::string all(static_cast<std::size_t>(total), '\0');
+  check_mpi(MPI_Gatherv(mine.data(), n, MPI_CHAR, all.data(), sizes.data(), offsets.data(),
+                        MPI_CHAR, 0, MPI_COMM_WORLD),
+            "MPI_Gatherv");
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < sizes.size(); ++i)
+    out.push_back(
+        all.substr(static_cast<std::size_t>(offsets[i]), static_cast<std::size_t>(sizes[i])));
+  return out;
+}
+
 }  // namespace dnnscape::orchestrator

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace dnnscape::orchestrator {
 
@@ -27,6 +28,8 @@ class MpiSession {
   void node_first(const std::function<void()>& fn) const;
   // Broadcast of a string from rank 0 (returns it on every rank).
   [[nodiscard]] std::string broadcast(const std::string& from_root) const;
+  // Every rank's string, in rank order, on rank 0 (empty elsewhere).
+  [[nodiscard]] std::vector<std::string> gather(const std::string& mine) const;
 
   // True when an MPI launcher (mpirun/mpiexec/srun with PMI/PMIx) started this process.
   static bool launched_under_mpi();

@@ -51,12 +51,19 @@ void Progress::draw(const std::string& label) {
   const std::string counts =
       fmt::format("{}/{} ok {} skipped {} failed {}", completed_, total_, ok_, skipped_, failed_);
   if (tty_) {
+    // At most 10 redraws a second: thousands of tiny configs a second must not pay for a
+    // terminal write each.
+    const auto now = std::chrono::steady_clock::now();
+    if (completed_ != total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    if (!label.empty()) last_label_ = label;
     constexpr int width = 30;
     const int filled = static_cast<int>(frac * width);
     std::string bar(static_cast<std::size_t>(filled), '#');
     bar.resize(width, '.');
-    std::string text = fmt::format("\r[{}] {:3.0f}% {} | {} elapsed, ETA {} | {}", bar, 100 * frac,
-                                   counts, format_duration(elapsed), format_duration(eta), label);
+    std::string text =
+        fmt::format("\r[{}] {:3.0f}% {} | {} elapsed, ETA {} | {}", bar, 100 * frac, counts,
+                    format_duration(elapsed), format_duration(eta), last_label_);
     if (text.size() > 160) text.resize(160);
     fmt::print(out_, "{}\x1b[K", text);
     std::fflush(out_);
@@ -69,6 +76,13 @@ void Progress::draw(const std::string& label) {
   fmt::print(out_, "progress {:3.0f}% {} | elapsed {} | ETA {}\n", 100 * frac, counts,
              format_duration(elapsed), format_duration(eta));
   std::fflush(out_);
+}
+
+void Progress::tick() {
+  const auto now = std::chrono::steady_clock::now();
+  const auto since = std::max(tty_ ? last_draw_ : last_line_, start_);
+  if (now - since < std::chrono::seconds(tty_ ? 1 : 10)) return;
+  draw("");
 }
 
 void Progress::finish() {

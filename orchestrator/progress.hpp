@@ -15,6 +15,9 @@ class Progress {
   Progress(std::int64_t total, double predicted_total_s, std::FILE* out, bool force_plain = false);
   // One config finished; predicted_s is its share of the prediction (for the ETA).
   void done(const std::string& status, double predicted_s, const std::string& label);
+  // Nothing finished, but time passed: in plain mode, prints the periodic line when it is due
+  // (batch logs show the sweep is alive even while long configs run).
+  void tick();
   void finish();
   [[nodiscard]] std::int64_t completed() const { return completed_; }
 
@@ -32,6 +35,8 @@ class Progress {
   std::int64_t completed_ = 0, ok_ = 0, skipped_ = 0, failed_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_line_{};
+  std::chrono::steady_clock::time_point last_draw_{};
+  std::string last_label_;
 };
 
 }  // namespace dnnscape::orchestrator

@@ -1,10 +1,12 @@
 #include "orchestrator/sweep.hpp"
 
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -64,10 +66,12 @@ store::SystemInfo system_info(const worker::Peaks& peaks) {
 std::vector<PlannedConfig> plan_configs(const space::Spec& spec, const worker::Peaks& peaks) {
   std::vector<PlannedConfig> out;
   out.reserve(spec.configs.size());
-  for (const auto& c : spec.configs) {
+  for (std::size_t i = 0; i < spec.configs.size(); ++i) {
+    const auto& c = spec.configs[i];
     const store::RunRecord pred = worker::predicted_record(c, peaks);
     PlannedConfig p;
     p.config = c;
+    p.index = i;
     p.config_id = pred.config_id;
     p.flops = pred.metrics.flops;
     p.bytes = pred.metrics.bytes;
@@ -93,7 +97,9 @@ std::vector<PlannedConfig> plan_configs(const space::Spec& spec, const worker::P
 namespace {
 
 store::ResultsWriter open_or_create(const SweepOptions& o, const space::Spec& spec,
-                                    const worker::Peaks& peaks, SweepSummary& summary) {
+                                    const worker::Peaks& peaks,
+                                    const std::vector<store::HostInfo>& hosts,
+                                    SweepSummary& summary) {
   namespace fs = std::filesystem;
   store::FileMeta meta;
   meta.tool_version = o.tool_version;
@@ -102,48 +108,156 @@ store::ResultsWriter open_or_create(const SweepOptions& o, const space::Spec& sp
   meta.spec_yaml = spec.yaml_text;
   meta.created_utc = worker::utc_now_iso();
   if (fs::exists(o.out_path)) {
-    auto writer = store::ResultsWriter::open(o.out_path);
-    if (writer.meta().spec_sha256 == spec.sha256) return writer;
+    store::OpenOptions open_options;
+    open_options.hosts = hosts;
+    const store::FileMeta stored = store::ResultsReader(o.out_path).meta();
+    if (stored.spec_sha256 == spec.sha256)
+      return store::ResultsWriter::open(o.out_path, open_options);
+    if (o.extend) {
+      // The stored spec is kept in spec_history; rows stay, new configs are added.
+      open_options.extend_with = meta;
+      summary.extended = true;
+      return store::ResultsWriter::open(o.out_path, open_options);
+    }
     if (!o.new_file) {
       throw SweepError(fmt::format(
           "{} holds results of a different spec ('{}', sha256 {}...); this spec ('{}') has sha256 "
-          "{}...: "
-          "pass --new-file to keep that file aside and start a new one, or choose another -o",
-          o.out_path.string(), writer.meta().spec_name, writer.meta().spec_sha256.substr(0, 12),
-          spec.name, spec.sha256.substr(0, 12)));
+          "{}...: pass --extend to add this spec's new configs to that file, --new-file to keep "
+          "that file aside and start a new one, or choose another -o",
+          o.out_path.string(), stored.spec_name, stored.spec_sha256.substr(0, 12), spec.name,
+          spec.sha256.substr(0, 12)));
     }
     // Nothing measured is ever deleted: the old file moves aside under a dated name.
+    if (store::ResultsWriter::is_being_written(o.out_path)) {
+      throw SweepError(fmt::format("{} is being written by another live process; not moving it",
+                                   o.out_path.string()));
+    }
     std::string stamp = worker::utc_now_iso();
     std::replace(stamp.begin(), stamp.end(), ':', '-');
     const fs::path aside =
         o.out_path.parent_path() /
         fmt::format("{}.{}{}", o.out_path.stem().string(), stamp, o.out_path.extension().string());
-    { auto closing = std::move(writer); }
     fs::rename(o.out_path, aside);
     summary.moved_aside = aside;
   }
-  return store::ResultsWriter::create(o.out_path, meta, system_info(peaks));
+  return store::ResultsWriter::create(o.out_path, meta, system_info(peaks), hosts);
 }
 
-}  // namespace
+// What a rank tells the master about its host, once at start.
+nlohmann::json host_report(const worker::Peaks& peaks) {
+  return {{"host", worker::hostname()},
+          {"cpu_model", worker::cpu_model()},
+          {"logical_cpus", worker::available_cpus()},
+          {"onednn_isa", worker::onednn_isa()},
+          {"peak_gflops_f32", peaks.gflops_f32},
+          {"peak_gflops_f32_1core", peaks.gflops_f32_1core},
+          {"peak_gflops_bf16", peaks.gflops_bf16},
+          {"mem_bandwidth_gbs", peaks.mem_bandwidth_gbs}};
+}
 
-namespace {
+// /hosts rows: one per host that works in this session.
+std::vector<store::HostInfo> hosts_of(const std::vector<std::string>& reports,
+                                      const std::vector<Placement>& placement) {
+  std::vector<store::HostInfo> hosts;
+  const std::string now = worker::utc_now_iso();
+  for (std::size_t r = 0; r < reports.size(); ++r) {
+    if (!placement[r].active) continue;
+    const auto j = nlohmann::json::parse(reports[r]);
+    const auto name = j.at("host").get<std::string>();
+    auto it = std::find_if(hosts.begin(), hosts.end(),
+                           [&](const store::HostInfo& h) { return h.hostname == name; });
+    if (it != hosts.end()) {
+      ++it->workers;
+      continue;
+    }
+    store::HostInfo h;
+    h.hostname = name;
+    h.cpu_model = j.at("cpu_model").get<std::string>();
+    h.logical_cpus = j.at("logical_cpus").get<std::int64_t>();
+    h.onednn_isa = j.at("onednn_isa").get<std::string>();
+    h.peak_gflops_f32 = j.at("peak_gflops_f32").get<double>();
+    h.peak_gflops_f32_1core = j.at("peak_gflops_f32_1core").get<double>();
+    const double bf16 = j.at("peak_gflops_bf16").get<double>();
+    h.peak_gflops_bf16 = bf16 > 0 ? bf16 : store::kNaN;
+    h.mem_bandwidth_gbs = j.at("mem_bandwidth_gbs").get<double>();
+    h.workers = 1;
+    h.first_seen_utc = now;
+    hosts.push_back(std::move(h));
+  }
+  return hosts;
+}
 
-// Serial execution in this process's executor: the single-process sweep. A crash is retried once
-// in a fresh executor before its row is written.
-void run_serial(ConfigRunner& runner, const std::vector<PlannedConfig>& todo,
-                const RecordSink& sink, SweepSummary& summary) {
+// Serial execution in this process's executor: the single-process sweep. Each record is written
+// as soon as it arrives; a crash is retried once in a fresh executor before its row is written.
+void run_serial(ExecutorProcessRunner& runner, const std::vector<PlannedConfig>& todo,
+                const std::function<void(store::RunRecord&&, const PlannedConfig&)>& sink,
+                const SweepOptions& o, SweepSummary& summary) {
+  bool stop_seen = false;
+  std::chrono::steady_clock::time_point stop_since{};
+  auto control = [&] {
+    if (!stop_requested().load()) return ExecutorProcessRunner::Control::go_on;
+    if (!stop_seen) {
+      stop_seen = true;
+      stop_since = std::chrono::steady_clock::now();
+    }
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_since).count();
+    return waited < o.grace_s ? ExecutorProcessRunner::Control::stop_after_current
+                              : ExecutorProcessRunner::Control::stop_now;
+  };
+  std::vector<space::Config> configs;
+  configs.reserve(todo.size());
+  for (const auto& p : todo) configs.push_back(p.config);
+  std::vector<std::size_t> crashed;
+  auto parse = [&](const PlannedConfig& p, std::string&& json) {
+    try {
+      return worker::record_from_json(nlohmann::json::parse(json));
+    } catch (const std::exception& e) {
+      store::RunRecord r = worker::predicted_record(p.config, {});
+      r.status = store::status::failed;
+      r.message = fmt::format("executor sent an unreadable record: {}", e.what());
+      return r;
+    }
+  };
+  const std::size_t done = runner.run_batch(
+      configs,
+      [&](std::size_t i, std::string&& json) {
+        store::RunRecord r = parse(todo[i], std::move(json));
+        if (r.status == store::status::crashed) {
+          crashed.push_back(i);
+          return;
+        }
+        sink(std::move(r), todo[i]);
+      },
+      control);
+  bool all_recorded = done == todo.size();
+  for (std::size_t i : crashed) {
+    std::size_t got = 0;
+    if (!stop_requested().load()) {
+      got = runner.run_batch(
+          std::span<const space::Config>(&configs[i], 1),
+          [&](std::size_t, std::string&& json) {
+            store::RunRecord r = parse(todo[i], std::move(json));
+            r.message += " (attempt 2)";
+            sink(std::move(r), todo[i]);
+          },
+          control);
+    }
+    // Not retried (a stop): the crash stays unrecorded and a resume runs it again.
+    if (got == 0) all_recorded = false;
+  }
+  summary.interrupted = !all_recorded;
+}
+
+void run_in_process(ConfigRunner& runner, const std::vector<PlannedConfig>& todo,
+                    const std::function<void(store::RunRecord&&, const PlannedConfig&)>& sink,
+                    SweepSummary& summary) {
   for (const auto& p : todo) {
     if (stop_requested().load()) {
       summary.interrupted = true;
       return;
     }
-    store::RunRecord record = runner.run(p.config);
-    if (record.status == store::status::crashed && !stop_requested().load()) {
-      record = runner.run(p.config);
-      record.message += " (attempt 2)";
-    }
-    sink(record, p);
+    sink(runner.run(p.config), p);
   }
 }
 
@@ -154,6 +268,8 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
   SweepSummary summary;
   summary.out_path = o.out_path;
   const std::string executor = o.executor_path.empty() ? default_executor_path() : o.executor_path;
+  FarmOptions farm_options;
+  farm_options.grace_s = o.grace_s;
 
   worker::RunContext ctx;
   ctx.peaks = peaks;
@@ -161,29 +277,55 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
   ctx.rank = mpi.rank();
   ctx.profile = o.profile;
 
+  // Every rank reports its host and ceilings; the master places the workers from that.
+  const auto reports = mpi.gather(host_report(peaks).dump());
+
   if (mpi.rank() != 0) {
-    // A worker rank: the master sends the measurement settings, or an error to stop on.
+    // A worker rank: the master sends the spec, the measurement settings and this rank's place,
+    // or an error to stop on.
     const auto hello = nlohmann::json::parse(mpi.broadcast(""));
     if (hello.contains("error")) {
       summary.failed_to_start = true;
       return summary;
     }
+    summary.worker_only = true;
+    const auto& place = hello.at("placement").at(static_cast<std::size_t>(mpi.rank()));
+    if (!place.at("active").get<bool>()) return summary;
     const auto master_ctx = worker::context_from_json(hello.at("context"));
     ctx.measure = master_ctx.measure;
     ctx.limits = master_ctx.limits;
     ctx.profile = master_ctx.profile;
-    farm_worker(mpi, ctx, executor);
-    summary.worker_only = true;
+    ctx.workers_on_host = place.at("workers_on_host").get<std::int64_t>();
+    const int slots = place.at("slots").get<int>();
+    if (slots > 0) {
+      // Pinned: this rank (and so its executors, which inherit the mask) runs on its own cores.
+      const auto cpus = split_cpus(affinity_cpus(), place.at("slot").get<int>(), slots);
+      if (!cpus.empty()) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (int c : cpus) CPU_SET(c, &set);
+        if (sched_setaffinity(0, sizeof(set), &set) == 0) ctx.cores = format_cpu_list(cpus);
+      }
+    }
+    farm_options.grace_s = hello.value("grace_s", o.grace_s);
+    const auto spec =
+        space::parse_spec(hello.at("spec_yaml").get<std::string>(), hello.at("spec_name"));
+    farm_worker(mpi, ctx, executor, spec.configs, farm_options);
     return summary;
   }
 
   std::optional<store::ResultsWriter> writer;
   std::vector<PlannedConfig> todo;
   space::Spec spec;
+  std::vector<Placement> placement;
   try {
     spec = space::load_spec(o.spec_path);
     summary.total = static_cast<std::int64_t>(spec.configs.size());
-    writer.emplace(open_or_create(o, spec, peaks, summary));
+    std::vector<std::string> host_of_rank;
+    for (const auto& r : reports)
+      host_of_rank.push_back(nlohmann::json::parse(r).at("host").get<std::string>());
+    placement = place_workers(host_of_rank, o.workers_per_node);
+    writer.emplace(open_or_create(o, spec, peaks, hosts_of(reports, placement), summary));
     for (auto& p : plan_configs(spec, peaks)) {
       if (auto it = writer->rows().find(p.config_id); it != writer->rows().end()) {
         if (!(o.retry_failed && is_retryable(it->second.status))) {
@@ -199,25 +341,64 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     (void)mpi.broadcast(nlohmann::json{{"error", e.what()}}.dump());
     throw;
   }
-  (void)mpi.broadcast(nlohmann::json{{"context", worker::to_json(ctx)}}.dump());
+  nlohmann::json places = nlohmann::json::array();
+  std::vector<int> active_workers;
+  for (std::size_t r = 0; r < placement.size(); ++r) {
+    const auto& p = placement[r];
+    places.push_back({{"active", p.active},
+                      {"slot", p.slot},
+                      {"slots", p.slots},
+                      {"workers_on_host", p.workers_on_host}});
+    if (p.active && r > 0) active_workers.push_back(static_cast<int>(r));
+  }
+  (
+      void)mpi.broadcast(nlohmann::json{
+      {"context", worker::to_json(ctx)},
+      {"spec_yaml", spec.yaml_text},
+      {"spec_name", spec.path.string()},
+      {"placement", places},
+      {"grace_s", o.grace_s}}.dump());
+  if (mpi.size() > 1) {
+    for (std::size_t r = 1; r < placement.size(); ++r) {
+      if (!placement[r].active) {
+        fmt::print(stderr,
+                   "rank {} idles: --workers-per-node {} and its host has more worker ranks\n", r,
+                   o.workers_per_node);
+      }
+    }
+  }
 
   double predicted_total = 0;
   for (const auto& p : todo) predicted_total += p.predicted_total_s;
+  if (summary.extended) {
+    fmt::print(stderr, "extending {}: spec '{}' replaces the stored spec (kept in spec_history)\n",
+               o.out_path.string(), spec.name);
+  }
   if (summary.already > 0) {
     fmt::print(stderr, "resuming {}: {} of {} configs already recorded, {} to run\n",
                o.out_path.string(), summary.already, summary.total, todo.size());
   }
   Progress progress(static_cast<std::int64_t>(todo.size()), predicted_total, stderr,
                     o.plain_progress);
-  const RecordSink sink = [&](const store::RunRecord& record, const PlannedConfig& p) {
-    writer->write(record);
+  auto count = [&](const store::RunRecord& record, const PlannedConfig& p) {
     ++summary.ran;
     ++summary.by_status[record.status];
     progress.done(record.status, p.predicted_total_s, p.config.label());
   };
+  const BatchSink batch_sink = [&](const std::vector<store::RunRecord>& records,
+                                   const std::vector<const PlannedConfig*>& planned) {
+    writer->write_many(records);  // durable before any of them counts as done
+    for (std::size_t i = 0; i < records.size(); ++i) count(records[i], *planned[i]);
+  };
+  const auto sink = [&](store::RunRecord&& record, const PlannedConfig& p) {
+    writer->write(record);
+    count(record, p);
+  };
 
   // Configs that would not run here are recorded without dispatching them.
   std::vector<PlannedConfig> runnable;
+  std::vector<store::RunRecord> skipped;
+  std::vector<const PlannedConfig*> skipped_planned;
   for (auto& p : todo) {
     if (p.skip_reason.empty()) {
       runnable.push_back(std::move(p));
@@ -228,21 +409,24 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     record.message = p.skip_reason;
     record.provenance.host = ctx.host;
     record.provenance.finished_utc = worker::utc_now_iso();
-    sink(record, p);
+    skipped.push_back(std::move(record));
+    skipped_planned.push_back(&p);
   }
+  if (!skipped.empty()) batch_sink(skipped, skipped_planned);
 
   if (mpi.size() > 1) {
-    farm_master(mpi, std::move(runnable), sink);
-    summary.interrupted =
-        stop_requested().load() && summary.ran < static_cast<std::int64_t>(todo.size());
+    const FarmResult r =
+        farm_master(mpi, runnable, active_workers, batch_sink, &progress, farm_options);
+    summary.interrupted = r.interrupted;
+    summary.workers = r.workers;
+    summary.farm_wall_s = r.wall_s;
+    summary.farm_recorded = r.recorded;
+  } else if (o.in_process) {
+    InProcessRunner runner(ctx);
+    run_in_process(runner, runnable, sink, summary);
   } else {
-    std::unique_ptr<ConfigRunner> runner;
-    if (o.in_process) {
-      runner = std::make_unique<InProcessRunner>(ctx);
-    } else {
-      runner = std::make_unique<ExecutorProcessRunner>(executor, ctx);
-    }
-    run_serial(*runner, runnable, sink, summary);
+    ExecutorProcessRunner runner(executor, ctx);
+    run_serial(runner, runnable, sink, o, summary);
   }
   progress.finish();
   summary.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -26,6 +26,9 @@ struct SweepOptions {
   std::filesystem::path out_path;
   bool new_file = false;      // the spec changed: keep the old file aside and start a new one
   bool retry_failed = false;  // rerun failed / crashed / timeout rows (in place)
+  bool extend = false;        // the spec changed: add its new configs to the file, keep the rest
+  int workers_per_node = 0;   // 0: every worker rank works, unpinned; K: K per host, pinned
+  double grace_s = 60;        // after a stop request, running configs may finish this long
   bool in_process = false;    // run configs in this process instead of an executor child
   bool plain_progress = false;
   bool profile = true;
@@ -44,11 +47,16 @@ struct SweepSummary {
   std::filesystem::path moved_aside;  // with new_file: where the old file went
   bool worker_only = false;           // this rank was an MPI worker: nothing to report
   bool failed_to_start = false;       // a worker rank whose master could not start the sweep
+  bool extended = false;              // --extend changed the file's spec
+  int workers = 1;                    // ranks that ran configs
+  double farm_wall_s = 0;             // MPI farm: first dispatch to last record
+  std::int64_t farm_recorded = 0;     // MPI farm: configs recorded through it
 };
 
 // A config with the cost model's view of it.
 struct PlannedConfig {
   space::Config config;
+  std::size_t index = 0;  // position in spec.configs (how the farm names it on the wire)
   std::string config_id;
   double flops = 0;
   double bytes = 0;

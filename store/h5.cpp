@@ -211,6 +211,10 @@ bool has_attr(hid_t loc, const std::string& name) {
   return check_tri(H5Aexists(loc, name.c_str()), "H5Aexists");
 }
 
+void delete_attr(hid_t loc, const std::string& name) {
+  check_ok(H5Adelete(loc, name.c_str()), fmt::format("H5Adelete({})", name));
+}
+
 std::string read_attr_string(hid_t loc, const std::string& name) {
   Handle attr = open_attr(loc, name);
   Handle t{check(H5Aget_type(attr.id()), "H5Aget_type"), H5Tclose};

@@ -112,6 +112,7 @@ void write_attr(hid_t loc, const std::string& name, const std::string& value);
 void write_attr(hid_t loc, const std::string& name, std::int64_t value);
 void write_attr(hid_t loc, const std::string& name, double value);
 bool has_attr(hid_t loc, const std::string& name);
+void delete_attr(hid_t loc, const std::string& name);
 std::string read_attr_string(hid_t loc, const std::string& name);
 std::int64_t read_attr_int(hid_t loc, const std::string& name);
 double read_attr_double(hid_t loc, const std::string& name);

@@ -91,6 +91,21 @@ struct SystemInfo {
   std::string energy_source;  // where energy_j comes from, or why it is NaN
 };
 
+// One host that worked on a sweep (group /hosts): its CPU and measured ceilings, so a farm over
+// unlike nodes keeps every node's peaks, not only the master's (/system).
+struct HostInfo {
+  std::string hostname;
+  std::string cpu_model;
+  std::int64_t logical_cpus = 0;
+  std::string onednn_isa;
+  double peak_gflops_f32 = kNaN;
+  double peak_gflops_f32_1core = kNaN;
+  double peak_gflops_bf16 = kNaN;
+  double mem_bandwidth_gbs = kNaN;
+  std::int64_t workers = 0;    // worker ranks that ran configs on it (latest session)
+  std::string first_seen_utc;  // when it first joined a session of this sweep
+};
+
 // Root attributes of a results file.
 struct FileMeta {
   std::string schema = kSchema;
@@ -99,6 +114,9 @@ struct FileMeta {
   std::string spec_sha256;
   std::string spec_yaml;
   std::string created_utc;
+  // JSON array of the specs this file was extended with (--extend): {name, sha256, yaml,
+  // applied_utc}; the first entry is the original spec. "" when never extended.
+  std::string spec_history;
 };
 
 }  // namespace dnnscape::store

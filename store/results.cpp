@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "store/h5.hpp"
@@ -38,6 +39,7 @@ constexpr const char* kRuns = "runs";
 constexpr const char* kSamples = "samples";
 constexpr const char* kOps = "ops";
 constexpr const char* kSystem = "system";
+constexpr const char* kHosts = "hosts";
 constexpr const char* kRow = "row";
 constexpr const char* kSampleTime = "step_time_s";
 
@@ -155,7 +157,10 @@ template <class Rec>
 void write_attrs(hid_t loc, const std::vector<schema::Column<Rec>>& table, const Rec& rec) {
   for (const auto& c : table) {
     const std::string name(c.name);
-    std::visit([&](const auto& v) { h5::write_attr(loc, name, v); }, c.get(rec));
+    const Value v = c.get(rec);
+    // Optional attributes (spec_history) exist only once they have a value.
+    if (name == "spec_history" && std::get<std::string>(v).empty()) continue;
+    std::visit([&](const auto& x) { h5::write_attr(loc, name, x); }, v);
   }
 }
 
@@ -191,6 +196,75 @@ void read_context(const fs::path& path, hid_t file, FileMeta& meta, SystemInfo& 
     const Handle g = h5::open_group(file, kSystem);
     system = read_attrs(g.id(), schema::system());
   }
+}
+
+// /hosts: one small table, rewritten whole (only before SWMR writing starts).
+void write_hosts(hid_t file, const std::vector<HostInfo>& hosts) {
+  if (!h5::exists(file, kHosts)) {
+    const Handle g = h5::create_group(file, kHosts);
+    for (const auto& c : schema::hosts())
+      h5::create_column(g.id(), std::string(c.name), c.type, c.width);
+  }
+  const Handle g = h5::open_group(file, kHosts);
+  const auto n = static_cast<std::int64_t>(hosts.size());
+  for (const auto& c : schema::hosts()) {
+    Dataset d = open_column(g.id(), std::string(c.name), H5P_DEFAULT);
+    h5::set_length(d.dset.id(), n);
+    if (n == 0) continue;
+    std::vector<Value> values;
+    for (const auto& h : hosts) values.push_back(c.get(h));
+    const std::vector<char> buf = pack(d.type, d.width, values);
+    h5::write_rows(d.dset.id(), d.mem_type(), 0, n, buf.data());
+  }
+}
+
+std::vector<HostInfo> read_hosts(hid_t file, bool swmr) {
+  std::vector<HostInfo> out;
+  if (!h5::exists(file, kHosts)) return out;
+  const Handle g = h5::open_group(file, kHosts);
+  std::int64_t n = std::numeric_limits<std::int64_t>::max();
+  std::vector<Dataset> cols;
+  for (const auto& c : schema::hosts()) {
+    const std::string name(c.name);
+    if (!h5::exists(g.id(), name)) return out;
+    cols.push_back(open_column(g.id(), name, H5P_DEFAULT));
+    if (swmr) h5::refresh(cols.back().dset.id());
+    n = std::min(n, h5::length(cols.back().dset.id()));
+  }
+  out.resize(static_cast<std::size_t>(n));
+  for (std::size_t k = 0; k < cols.size(); ++k) {
+    const auto& c = schema::hosts()[k];
+    const Dataset& d = cols[k];
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto& h = out[static_cast<std::size_t>(i)];
+      if (d.type == Type::string) {
+        c.set(h, read_strings(d, i, 1).front());
+      } else if (d.type == Type::int64) {
+        c.set(h, read_ints(d, i, 1).front());
+      } else {
+        double v = 0;
+        h5::read_rows(d.dset.id(), H5T_NATIVE_DOUBLE, i, 1, &v);
+        c.set(h, v);
+      }
+    }
+  }
+  return out;
+}
+
+// Known hosts are updated (peaks may have been re-measured), new ones appended.
+std::vector<HostInfo> merge_hosts(std::vector<HostInfo> stored, const std::vector<HostInfo>& now) {
+  for (const auto& h : now) {
+    auto it = std::find_if(stored.begin(), stored.end(),
+                           [&](const HostInfo& s) { return s.hostname == h.hostname; });
+    if (it == stored.end()) {
+      stored.push_back(h);
+    } else {
+      const std::string first = it->first_seen_utc;
+      *it = h;
+      if (!first.empty()) it->first_seen_utc = first;
+    }
+  }
+  return stored;
 }
 
 // Opens read-only: SWMR-read first (works for files a writer holds or left flagged, and for
@@ -283,6 +357,7 @@ struct ResultsWriter::Impl {
   FileMeta meta;
   SystemInfo system;
   std::map<std::string, RowState> rows;
+  std::vector<HostInfo> hosts;
   WriterLock lock;  // declared before file: released only after the file is closed
   Handle file;
   Handle writer_dapl;
@@ -395,64 +470,99 @@ struct ResultsWriter::Impl {
     n_ops = trim_group(op_row, op_cols);
   }
 
-  void write(const RunRecord& r) {
-    const std::string id = schema::config_id_of(r);
-    const auto found = rows.find(id);
-    const std::int64_t row = found != rows.end() ? found->second.row : n_runs;
+  void write_many(std::span<const RunRecord> records) {
+    if (records.empty()) return;
+    // Row of each record: its existing row (a retry), or the next new one.
+    std::vector<std::string> ids;
+    std::vector<std::int64_t> row_of;
+    std::map<std::string, std::int64_t> new_rows;
+    std::int64_t n_new = 0;
+    for (const auto& r : records) {
+      ids.push_back(schema::config_id_of(r));
+      if (auto f = rows.find(ids.back()); f != rows.end()) {
+        row_of.push_back(f->second.row);
+      } else if (auto g = new_rows.find(ids.back()); g != new_rows.end()) {
+        row_of.push_back(g->second);  // twice in one batch: the later one overwrites
+      } else {
+        new_rows[ids.back()] = n_runs + n_new;
+        row_of.push_back(n_runs + n_new++);
+      }
+    }
 
     // Samples and ops first: a /runs row never exists without them.
-    if (!r.samples.empty()) {
-      const auto k = static_cast<std::int64_t>(r.samples.size());
+    std::vector<double> times;
+    std::vector<std::int64_t> sample_rows;
+    std::vector<const OpRecord*> all_ops;
+    std::vector<std::int64_t> op_rows;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      times.insert(times.end(), records[i].samples.begin(), records[i].samples.end());
+      sample_rows.insert(sample_rows.end(), records[i].samples.size(), row_of[i]);
+      for (const auto& o : records[i].ops) all_ops.push_back(&o);
+      op_rows.insert(op_rows.end(), records[i].ops.size(), row_of[i]);
+    }
+    if (!times.empty()) {
+      const auto k = static_cast<std::int64_t>(times.size());
       sample_time.grow_to(n_samples + k);
       sample_row.grow_to(n_samples + k);
-      sample_time.put(one.id(), H5T_NATIVE_DOUBLE, n_samples, k, r.samples.data());
-      const std::vector<std::int64_t> rows_of(r.samples.size(), row);
-      sample_row.put(one.id(), H5T_NATIVE_INT64, n_samples, k, rows_of.data());
+      sample_time.put(one.id(), H5T_NATIVE_DOUBLE, n_samples, k, times.data());
+      sample_row.put(one.id(), H5T_NATIVE_INT64, n_samples, k, sample_rows.data());
     }
-    if (!r.ops.empty()) {
-      const auto k = static_cast<std::int64_t>(r.ops.size());
+    if (!all_ops.empty()) {
+      const auto k = static_cast<std::int64_t>(all_ops.size());
       for (std::size_t c = 0; c < ops.size(); ++c) {
         std::vector<Value> values;
-        values.reserve(r.ops.size());
-        for (const auto& o : r.ops) values.push_back(schema::ops()[c].get(o));
+        values.reserve(all_ops.size());
+        for (const auto* o : all_ops) values.push_back(schema::ops()[c].get(*o));
         ops[c].grow_to(n_ops + k);
         write_values(ops[c], one.id(), n_ops, values);
       }
       op_row.grow_to(n_ops + k);
-      const std::vector<std::int64_t> rows_of(r.ops.size(), row);
-      op_row.put(one.id(), H5T_NATIVE_INT64, n_ops, k, rows_of.data());
+      op_row.put(one.id(), H5T_NATIVE_INT64, n_ops, k, op_rows.data());
     }
 
     // HDF5 flushes metadata in no particular order across datasets: without this, a kill could
     // leave the grown /runs extents on disk but not the grown samples/ops extents.
-    if (!r.samples.empty()) {
+    if (!times.empty()) {
       h5::flush_dataset(sample_time.dset.id());
       h5::flush_dataset(sample_row.dset.id());
     }
-    if (!r.ops.empty()) {
+    if (!all_ops.empty()) {
       for (const auto& d : ops) h5::flush_dataset(d.dset.id());
       h5::flush_dataset(op_row.dset.id());
     }
 
-    // Then /runs: grow every column, fill the row (or overwrite it in place), config_id last: a
-    // reader treats a trailing row whose config_id is still empty as not yet written.
-    if (row == n_runs)
-      for (auto& d : runs) d.grow_to(n_runs + 1);
-    for (std::size_t c = 0; c < runs.size(); ++c) {
-      if (c != config_id_col) write_values(runs[c], one.id(), row, {schema::runs()[c].get(r)});
-    }
-    write_values(runs[config_id_col], one.id(), row, {Value(id)});
+    // Then /runs: grow every column, fill the new rows as one block (and overwrite retried rows
+    // in place), config_id last: a reader treats trailing rows whose config_id is still empty as
+    // not yet written.
+    if (n_new > 0)
+      for (auto& d : runs) d.grow_to(n_runs + n_new);
+    auto write_column = [&](std::size_t c) {
+      std::vector<Value> block(static_cast<std::size_t>(n_new));
+      for (std::size_t i = 0; i < records.size(); ++i) {
+        Value v = c == config_id_col ? Value(ids[i]) : schema::runs()[c].get(records[i]);
+        if (row_of[i] >= n_runs) {
+          block[static_cast<std::size_t>(row_of[i] - n_runs)] = std::move(v);
+        } else {
+          write_values(runs[c], one.id(), row_of[i], {std::move(v)});
+        }
+      }
+      if (n_new > 0) write_values(runs[c], one.id(), n_runs, block);
+    };
+    for (std::size_t c = 0; c < runs.size(); ++c)
+      if (c != config_id_col) write_column(c);
+    write_column(config_id_col);
     h5::flush(file.id());
 
-    n_samples += static_cast<std::int64_t>(r.samples.size());
-    n_ops += static_cast<std::int64_t>(r.ops.size());
-    if (row == n_runs) ++n_runs;
-    rows[id] = RowState{row, r.status};
+    n_samples += static_cast<std::int64_t>(times.size());
+    n_ops += static_cast<std::int64_t>(all_ops.size());
+    n_runs += n_new;
+    for (std::size_t i = 0; i < records.size(); ++i)
+      rows[ids[i]] = RowState{row_of[i], records[i].status};
   }
 };
 
 ResultsWriter ResultsWriter::create(const fs::path& path, const FileMeta& meta,
-                                    const SystemInfo& system) {
+                                    const SystemInfo& system, const std::vector<HostInfo>& hosts) {
   if (fs::exists(path))
     throw StoreError(fmt::format("{}: already exists; not overwriting it", path.string()));
   return guarded(path, [&] {
@@ -461,10 +571,12 @@ ResultsWriter ResultsWriter::create(const fs::path& path, const FileMeta& meta,
     impl->meta = meta;
     impl->meta.schema = kSchema;
     impl->system = system;
+    impl->hosts = hosts;
     const Handle fapl = h5::file_access(/*latest_format=*/true, /*clear_status_flags=*/false);
     impl->file = h5::create_file(path.string(), fapl.id());
     const hid_t f = impl->file.id();
     write_attrs(f, schema::meta(), impl->meta);
+    write_hosts(f, hosts);
     {
       const Handle g = h5::create_group(f, kSystem);
       write_attrs(g.id(), schema::system(), system);
@@ -492,6 +604,14 @@ ResultsWriter ResultsWriter::create(const fs::path& path, const FileMeta& meta,
 }
 
 ResultsWriter ResultsWriter::open(const fs::path& path) {
+  return open(path, OpenOptions{});
+}
+
+bool ResultsWriter::is_being_written(const fs::path& path) {
+  return WriterLock::held_elsewhere(path);
+}
+
+ResultsWriter ResultsWriter::open(const fs::path& path, const OpenOptions& options) {
   return guarded(path, [&] {
     auto impl = std::make_unique<Impl>();
     impl->path = path;
@@ -507,6 +627,41 @@ ResultsWriter ResultsWriter::open(const fs::path& path) {
     impl->file = h5::open_file(path.string(), H5F_ACC_RDWR, fapl.id());
     impl->open_datasets(H5P_DEFAULT);
     impl->recover();
+    // Changes to attributes and /hosts are only possible before SWMR writing starts.
+    const hid_t f = impl->file.id();
+    if (options.extend_with) {
+      nlohmann::json history = nlohmann::json::array();
+      if (!impl->meta.spec_history.empty()) {
+        history = nlohmann::json::parse(impl->meta.spec_history, nullptr, false);
+        if (!history.is_array()) history = nlohmann::json::array();
+      }
+      if (history.empty()) {
+        history.push_back({{"name", impl->meta.spec_name},
+                           {"sha256", impl->meta.spec_sha256},
+                           {"yaml", impl->meta.spec_yaml},
+                           {"applied_utc", impl->meta.created_utc},
+                           {"tool_version", impl->meta.tool_version}});
+      }
+      const FileMeta& x = *options.extend_with;
+      history.push_back({{"name", x.spec_name},
+                         {"sha256", x.spec_sha256},
+                         {"yaml", x.spec_yaml},
+                         {"applied_utc", x.created_utc},
+                         {"tool_version", x.tool_version}});
+      impl->meta.spec_name = x.spec_name;
+      impl->meta.spec_sha256 = x.spec_sha256;
+      impl->meta.spec_yaml = x.spec_yaml;
+      impl->meta.spec_history = history.dump();
+      for (const char* name : {"spec_name", "spec_sha256", "spec_yaml", "spec_history"}) {
+        if (h5::has_attr(f, name)) h5::delete_attr(f, name);
+      }
+      h5::write_attr(f, "spec_name", impl->meta.spec_name);
+      h5::write_attr(f, "spec_sha256", impl->meta.spec_sha256);
+      h5::write_attr(f, "spec_yaml", impl->meta.spec_yaml);
+      h5::write_attr(f, "spec_history", impl->meta.spec_history);
+    }
+    impl->hosts = merge_hosts(read_hosts(f, false), options.hosts);
+    if (!options.hosts.empty() || !h5::exists(f, kHosts)) write_hosts(f, impl->hosts);
     impl->start_swmr();
     impl->lock.acquire(path);
     return ResultsWriter(std::move(impl));
@@ -528,8 +683,16 @@ const std::map<std::string, RowState>& ResultsWriter::rows() const {
   return impl_->rows;
 }
 
+const std::vector<HostInfo>& ResultsWriter::hosts() const {
+  return impl_->hosts;
+}
+
 void ResultsWriter::write(const RunRecord& record) {
-  guarded(impl_->path, [&] { impl_->write(record); });
+  guarded(impl_->path, [&] { impl_->write_many(std::span<const RunRecord>(&record, 1)); });
+}
+
+void ResultsWriter::write_many(std::span<const RunRecord> records) {
+  guarded(impl_->path, [&] { impl_->write_many(records); });
 }
 
 // ===== reader =================================================================================
@@ -632,6 +795,10 @@ const FileMeta& ResultsReader::meta() const {
 const SystemInfo& ResultsReader::system() const {
   return impl_->system;
 }
+std::vector<HostInfo> ResultsReader::hosts() const {
+  return guarded(impl_->path, [&] { return read_hosts(impl_->file.id(), impl_->swmr); });
+}
+
 std::int64_t ResultsReader::rows() const {
   return impl_->n_runs;
 }

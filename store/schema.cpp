@@ -100,6 +100,8 @@ std::vector<Column<FileMeta>> make_meta() {
           "spec_yaml", 0, [](auto& m) -> auto& { return m.spec_yaml; }),
       field<M>(
           "created_utc", 0, [](auto& m) -> auto& { return m.created_utc; }),
+      field<M>(
+          "spec_history", 0, [](auto& m) -> auto& { return m.spec_history; }),
   };
 }
 
@@ -121,7 +123,30 @@ std::vector<Column<SystemInfo>> make_system() {
   // clang-format on
 }
 
+std::vector<Column<HostInfo>> make_hosts() {
+  using H = HostInfo;
+  // clang-format off
+  return {
+      field<H>("hostname", kHost, [](auto& h) -> auto& { return h.hostname; }),
+      field<H>("cpu_model", kCores, [](auto& h) -> auto& { return h.cpu_model; }),
+      field<H>("logical_cpus", 0, [](auto& h) -> auto& { return h.logical_cpus; }),
+      field<H>("onednn_isa", kShort, [](auto& h) -> auto& { return h.onednn_isa; }),
+      field<H>("peak_gflops_f32", 0, [](auto& h) -> auto& { return h.peak_gflops_f32; }),
+      field<H>("peak_gflops_f32_1core", 0, [](auto& h) -> auto& { return h.peak_gflops_f32_1core; }),
+      field<H>("peak_gflops_bf16", 0, [](auto& h) -> auto& { return h.peak_gflops_bf16; }),
+      field<H>("mem_bandwidth_gbs", 0, [](auto& h) -> auto& { return h.mem_bandwidth_gbs; }),
+      field<H>("workers", 0, [](auto& h) -> auto& { return h.workers; }),
+      field<H>("first_seen_utc", kShort, [](auto& h) -> auto& { return h.first_seen_utc; }),
+  };
+  // clang-format on
+}
+
 }  // namespace
+
+const std::vector<Column<HostInfo>>& hosts() {
+  static const std::vector<Column<HostInfo>> table = make_hosts();
+  return table;
+}
 
 const std::vector<Column<FileMeta>>& meta() {
   static const std::vector<Column<FileMeta>> table = make_meta();

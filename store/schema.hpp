@@ -66,6 +66,8 @@ const std::vector<Column<OpRecord>>& ops();
 // Root attributes (schema first) and /system attributes, written once when the file is created.
 const std::vector<Column<FileMeta>>& meta();
 const std::vector<Column<SystemInfo>>& system();
+// /hosts columns (one row per host).
+const std::vector<Column<HostInfo>>& hosts();
 
 // The config_id a record is stored under (its cached id, or computed from the config).
 std::string config_id_of(const RunRecord& r);
