@@ -47,6 +47,7 @@ commands:
   regress OUT.h5       which parameters drive a metric, by how much (standardized OLS, CIs)
   roofline OUT.h5      configs and operations under the measured compute and bandwidth ceilings
   compare A.h5 B.h5    speedups per config, box plots, and a verdict: strictly/conditionally/no better
+  budget OUT.h5 ...    which configs meet a latency budget (--preset cv|nlp|feed), as a rule
   report OUT.h5 ...    one self-contained HTML page with all of the above
 
 Start with: dnnscape plan examples/quickstart.yaml
