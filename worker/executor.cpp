@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <omp.h>
+#include <pmmintrin.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -87,6 +89,57 @@ std::string best_versus_default(const space::Config& config, double memory_bytes
       md / mb, tb.size(), md, mb, search);
 }
 
+// Denormal floats make x86 arithmetic 10-100x slower; CNN training reaches them once its loss is
+// small (docs/knobs.md), so a row's time would depend on how far into training its repetitions
+// happened to be. Flush-to-zero and denormals-are-zero in this thread and in every OpenMP thread
+// that will run oneDNN's kernels (threads created later copy the creating thread's MXCSR), as
+// TensorFlow does in its CPU thread pools. Documented in docs/measurement.md.
+void flush_denormals(int threads) {
+  const auto set = [] {
+    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+  };
+  set();
+#pragma omp parallel num_threads(threads)
+  set();
+}
+
+double seconds_of(const std::function<void()>& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The per-op profile: rounds of one plain step and one profiled pass, alternating which goes
+// first, for about half a second (3 to 15 rounds). Each op's time is its median over the passes;
+// ops_time_ratio compares their sum with the median of the plain steps of the same rounds, so a
+// change of load between the timed repetitions and the profile does not show up as a gap between
+// the two.
+std::vector<store::OpRecord> profile_ops(Model& model, double step_s, double& ratio) {
+  const int rounds = static_cast<int>(std::clamp(0.5 / (2 * step_s), 3.0, 15.0));
+  std::vector<store::OpRecord> ops;
+  std::vector<std::vector<double>> times;
+  std::vector<double> plain;
+  for (int i = 0; i < rounds; ++i) {
+    if (i % 2 == 1) plain.push_back(seconds_of([&] { model.step(); }));
+    auto pass = model.profile_step();
+    if (ops.empty()) {
+      ops = pass;
+      times.resize(ops.size());
+    }
+    for (std::size_t k = 0; k < ops.size() && k < pass.size(); ++k)
+      times[k].push_back(pass[k].time_s);
+    if (i % 2 == 0) plain.push_back(seconds_of([&] { model.step(); }));
+  }
+  double sum = 0;
+  for (std::size_t k = 0; k < ops.size(); ++k) {
+    ops[k].time_s = median_ci(times[k]).median;
+    sum += ops[k].time_s;
+  }
+  ratio = ops.empty() ? store::kNaN : sum / median_ci(plain).median;
+  return ops;
+}
+
 }  // namespace
 
 RunRecord predicted_record(const space::Config& config, const Peaks& peaks) {
@@ -154,6 +207,7 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
   const int threads =
       config.knobs.threads > 0 ? static_cast<int>(config.knobs.threads) : available_cpus();
   omp_set_num_threads(threads);
+  flush_denormals(threads);
   try {
     const bool best_mode = config.knobs.algorithm == "best";
     best::set_peaks(ctx.peaks);
@@ -225,26 +279,7 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
           "largest samples",
           m.reps, kLatencyReps));
     }
-    if (ctx.profile) {
-      // A single profiled step is at the mercy of one scheduler hiccup; up to 5 passes (about
-      // half a second in all) and the median time per op make the profile as steady as the
-      // median step time it is compared with.
-      const int passes = static_cast<int>(std::clamp(0.5 / m.step_time_s, 1.0, 5.0));
-      r.ops = model->profile_step();
-      if (passes > 1) {
-        std::vector<std::vector<double>> times(r.ops.size());
-        for (std::size_t i = 0; i < r.ops.size(); ++i) times[i].push_back(r.ops[i].time_s);
-        for (int p = 1; p < passes; ++p) {
-          const auto again = model->profile_step();
-          for (std::size_t i = 0; i < r.ops.size() && i < again.size(); ++i)
-            times[i].push_back(again[i].time_s);
-        }
-        for (std::size_t i = 0; i < r.ops.size(); ++i) r.ops[i].time_s = median_ci(times[i]).median;
-      }
-      double sum = 0;
-      for (const auto& op : r.ops) sum += op.time_s;
-      m.ops_time_ratio = r.ops.empty() ? store::kNaN : sum / m.step_time_s;
-    }
+    if (ctx.profile) r.ops = profile_ops(*model, m.step_time_s, m.ops_time_ratio);
     if (best_mode) {
       const double bytes = model->counts().memory_bytes;
       model.reset();
