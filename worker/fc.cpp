@@ -118,7 +118,8 @@ ModelCounts fc_counts(const space::Config& config) {
     tensors += f * p + (copy ? a * in * out : 0);  // master weights and biases; bf16 copy
     tensors += f * p + d * b * out;                // gradients (f32); activations kept for backward
     if (s.hidden(l)) c.bytes += a * 3 * b * out;   // ReLU backward: dst, diff_dst, diff_src
-    c.bytes += a * (b * out + in * out + b * in);  // backward_data: diff_dst, weights, diff_src
+    // backward_data: diff_dst, weights, diff_src; not for layer 0 (no gradient of the input data)
+    if (l > 0) c.bytes += a * (b * out + in * out + b * in);
     c.bytes += a * (b * in + b * out) + f * in * out;  // backward_weights: src, diff_dst, diff_w
     // Bias gradient: inside backward_weights for inner_product, a ones-vector matmul for matmul.
     c.bytes += s.algorithm == "matmul" ? a * (b + b * out) + f * out : f * out;
@@ -402,12 +403,14 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
         const auto attr = du::user_scratchpad_attr();
         const auto w_t = view(plain(out, in, tag::ba, adt), L.wc);
         const auto x_t = view(plain(in, batch, tag::ba, adt), src_of(l));
-        auto pd_d = du::checked(bd, [&] {
-          return dnnl::matmul::primitive_desc(
-              dnnl::matmul::desc(dy.get_desc(), w_t.get_desc(), dx.get_desc()), attr, rt.engine);
-        });
-        add(l, "matmul", "backward_data", phase_flops, pd_d,
-            {{DNNL_ARG_SRC, dy}, {DNNL_ARG_WEIGHTS, w_t}, {DNNL_ARG_DST, dx}});
+        if (l > 0) {
+          auto pd_d = du::checked(bd, [&] {
+            return dnnl::matmul::primitive_desc(
+                dnnl::matmul::desc(dy.get_desc(), w_t.get_desc(), dx.get_desc()), attr, rt.engine);
+          });
+          add(l, "matmul", "backward_data", phase_flops, pd_d,
+              {{DNNL_ARG_SRC, dy}, {DNNL_ARG_WEIGHTS, w_t}, {DNNL_ARG_DST, dx}});
+        }
         L.dw = alloc(L.w.get_desc());  // f32 (the master's layout)
         L.db = alloc(L.b.get_desc());
         auto pd_w = du::checked(bw, [&] {
@@ -427,14 +430,16 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
       } else {
         const auto& fwd = ip_fwd[static_cast<std::size_t>(l)];
         const auto attr = du::user_scratchpad_attr();
-        auto pd_d = du::checked(bd, [&] {
-          return dnnl::inner_product_backward_data::primitive_desc(
-              dnnl::inner_product_backward_data::desc(dx.get_desc(), fwd.weights_desc(),
-                                                      dy.get_desc()),
-              attr, rt.engine, fwd);
-        });
-        add(l, "inner_product", "backward_data", phase_flops, pd_d,
-            {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, L.wc}, {DNNL_ARG_DIFF_SRC, dx}});
+        if (l > 0) {
+          auto pd_d = du::checked(bd, [&] {
+            return dnnl::inner_product_backward_data::primitive_desc(
+                dnnl::inner_product_backward_data::desc(dx.get_desc(), fwd.weights_desc(),
+                                                        dy.get_desc()),
+                attr, rt.engine, fwd);
+          });
+          add(l, "inner_product", "backward_data", phase_flops, pd_d,
+              {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, L.wc}, {DNNL_ARG_DIFF_SRC, dx}});
+        }
         // The weight gradient takes the weights' own (blocked) layout, so SGD is elementwise;
         // with bf16 it is f32 in the layout oneDNN picks, and the f32 master takes that layout.
         const auto dw_md = copy ? memory::desc({out, in}, dt::f32, tag::any) : fwd.weights_desc();
@@ -497,8 +502,12 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
                          [&] { return dnnl::primitive(o.pd.get()); });
     o.args[DNNL_ARG_SCRATCHPAD] = scratchpad.memory_for(o.pd, rt.engine);
     counts.bytes += o.bytes;
-    counts.flops += o.flops;
   }
+  // Model FLOPs by the convention (docs/conventions.md): 2·B·params forward, 3x that in training,
+  // although layer 0's backward-data pass (the gradient of the input data) is not executed.
+  for (int l = 0; l < nl; ++l)
+    counts.flops += (s.training ? 6.0 : 2.0) * static_cast<double>(batch) *
+                    static_cast<double>(s.in(l) * s.out(l) + s.out(l));
   for (const auto& o : ops) {
     if (o.host) counts.bytes += o.bytes;
   }
@@ -649,14 +658,20 @@ namespace {
 // algorithm best for fc: one algorithm for the whole model (mixing inner_product and matmul per
 // layer would put reorders of weights and activations between the layers: inner_product wants
 // its own weights blocking, matmul plain ones), chosen by measuring both on the model's first
-// layer alone (a layers-0 model input -> first width with the same batch, mode, dtype, threads;
-// its softmax and loss are common to both). Same FLOPs and bytes, so the roofline model ranks
-// them equal and prunes neither. The choice is cached like the CNN's (worker/best_mode.hpp).
+// layers alone: input -> first width -> second width (a layers-1 model with the same batch, mode,
+// dtype, threads; a layers-0 model when there is no hidden layer). Two layers, because layer 0
+// has no backward-data pass and the algorithms differ most there. Their softmax and loss are
+// common to both. Same FLOPs and bytes, so the roofline model ranks them equal and prunes
+// neither. The choice is cached like the CNN's (worker/best_mode.hpp).
 std::string choose_fc_algorithm(const space::Config& config) {
   const FcShape s = fc_shape(config);
+  const bool two = s.weighted_layers() > 1;
   const best::LayerKey key =
-      best::make_key("fc_first_layer", {{"mb", s.batch}, {"ic", s.in(0)}, {"oc", s.out(0)}},
-                     config.knobs.mode, config.knobs.dtype);
+      two ? best::make_key("fc_first_layers",
+                           {{"mb", s.batch}, {"ic", s.in(0)}, {"hc", s.out(0)}, {"oc", s.out(1)}},
+                           config.knobs.mode, config.knobs.dtype)
+          : best::make_key("fc_first_layer", {{"mb", s.batch}, {"ic", s.in(0)}, {"oc", s.out(0)}},
+                           config.knobs.mode, config.knobs.dtype);
   const std::vector<std::string> names{"matmul", "inner_product"};
   if (auto d = best::cache().find(key.str());
       d && std::find(names.begin(), names.end(), d->algorithm) != names.end()) {
@@ -664,8 +679,9 @@ std::string choose_fc_algorithm(const space::Config& config) {
     return d->algorithm;
   }
   space::Config first = config;
-  first.layers = 0;
-  first.output = s.out(0);
+  first.layers = two ? 1 : 0;
+  first.nodes = s.out(0);
+  first.output = two ? s.out(1) : s.out(0);
   std::vector<std::unique_ptr<FcModel>> models;
   std::vector<best::Candidate> cands;
   for (const auto& name : names) {

@@ -271,7 +271,8 @@ TEST_CASE("fc: one algorithm for the model, measured on the first layer, cached"
   REQUIRE(best::stats().choices.size() == 1);
   const std::string chosen = best::stats().choices[0].second;
   CHECK((chosen == "matmul" || chosen == "inner_product"));
-  CHECK(best::stats().choices[0].first.starts_with("op=fc_first_layer;shape=mb64,ic300,oc256;"));
+  CHECK(best::stats().choices[0].first.starts_with(
+      "op=fc_first_layers;shape=mb64,ic300,hc256,oc256;"));
   CHECK(best::stats().measurements == 2);
   for (const auto& op : m->profile_step()) CHECK(op.impl.starts_with("best:" + chosen + " "));
   best::forget_cache();
