@@ -507,7 +507,7 @@ FcModel::Impl::Impl(const space::Config& config, std::uint64_t seed)
   // although layer 0's backward-data pass (the gradient of the input data) is not executed.
   for (int l = 0; l < nl; ++l)
     counts.flops += (s.training ? 6.0 : 2.0) * static_cast<double>(batch) *
-                    static_cast<double>(s.in(l) * s.out(l) + s.out(l));
+                    static_cast<double>(s.in(l)*s.out(l) + s.out(l));
   for (const auto& o : ops) {
     if (o.host) counts.bytes += o.bytes;
   }
