@@ -20,6 +20,13 @@ Fairness:
   the median (order statistics, ranks floor((n-1.96 sqrt n)/2) and ceil(1+(n+1.96 sqrt n)/2),
   n >= 6) lies within target_ci of the median and n >= min_reps, or max_reps, or max_time_s.
   Both sides report the median.
+- floating point: both sides flush denormals to zero (dnnscape's executor sets FTZ/DAZ;
+  torch.set_flush_denormal(True) here).
+- BLAS: OpenBLAS's OpenMP build with the kernel OpenBLAS picks for this CPU (OPENBLAS_CORETYPE /
+  OPENBLAS_L2_SIZE from the environment are dropped unless --keep-openblas-env), checked against
+  a BLAS-free product; the kernel is printed.
+- work: both prune the gradient of the input data (dnnscape runs no backward-data pass for the
+  first FC layer or the CNN stem; PyTorch computes no gradient for inputs).
 - interleaving: dnnscape config k then PyTorch config k (the order flips every config), so the
   load of a shared machine hits both alike; the 1-minute load average is printed per config.
 """
@@ -185,26 +192,70 @@ OPENBLAS_DIRS = ["/usr/lib/x86_64-linux-gnu/openblas-openmp",
                  "/usr/lib/x86_64-linux-gnu/openblas-pthread"]
 
 
-def choose_blas(mode: str) -> None:
+def choose_blas(mode: str, keep_env: bool) -> None:
     """Debian's python3-torch is built with BLAS_INFO=generic: it calls whatever libblas.so.3 the
     alternatives system points at, which is the netlib reference BLAS unless an optimized one is
     installed (~6 GFLOP/s vs ~200 for OpenBLAS on a 2048^3 product here: a comparison against it
     would be meaningless). `auto`: if libblas.so.3 resolves to the reference BLAS and OpenBLAS
     (libopenblas0-openmp, the OpenMP build, which shares PyTorch's thread pool) is installed,
-    re-exec with OpenBLAS first on LD_LIBRARY_PATH; `system`: take what the system gives."""
-    if mode == "system" or os.environ.get("BENCH_PYTORCH_BLAS_CHOSEN"):
+    re-exec with OpenBLAS first on LD_LIBRARY_PATH; `system`: take what the system gives.
+
+    OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when the environment sets them (some machines pin
+    OpenBLAS to older kernels, e.g. Haswell = AVX2, to dodge bugs of old builds), would hand
+    PyTorch half the FMA width dnnscape gets from oneDNN: unless --keep-openblas-env, the bench
+    re-execs without them, lets OpenBLAS pick its kernel for this CPU, prints the kernel and checks
+    a product against a BLAS-free reference (blas_sanity)."""
+    if os.environ.get("BENCH_PYTORCH_BLAS_CHOSEN"):
         return
     os.environ["BENCH_PYTORCH_BLAS_CHOSEN"] = "1"
+    restart = False
+    if not keep_env:
+        for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+            if os.environ.pop(k, None) is not None:
+                restart = True
     sysblas = os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")
-    if mode == "auto" and not sysblas.startswith(REFERENCE_BLAS_DIR):
-        return
-    for d in OPENBLAS_DIRS:
-        if os.path.exists(os.path.join(d, "libblas.so.3")):
-            ld = os.environ.get("LD_LIBRARY_PATH", "")
-            os.environ["LD_LIBRARY_PATH"] = d + (":" + ld if ld else "")
-            os.execv(sys.executable, [sys.executable] + sys.argv)
-    print("WARNING: PyTorch would use the reference BLAS (netlib); install libopenblas0-openmp "
-          "for a meaningful comparison", file=sys.stderr)
+    if mode != "system" and not (mode == "auto" and not sysblas.startswith(REFERENCE_BLAS_DIR)):
+        for d in OPENBLAS_DIRS:
+            if os.path.exists(os.path.join(d, "libblas.so.3")):
+                ld = os.environ.get("LD_LIBRARY_PATH", "")
+                os.environ["LD_LIBRARY_PATH"] = d + (":" + ld if ld else "")
+                restart = True
+                break
+        else:
+            print("WARNING: PyTorch would use the reference BLAS (netlib); install "
+                  "libopenblas0-openmp for a meaningful comparison", file=sys.stderr)
+    if restart:
+        os.execv(sys.executable, [sys.executable] + sys.argv)
+
+
+def openblas_core() -> str:
+    """The kernel family OpenBLAS chose (openblas_get_corename), or why it is unknown."""
+    import ctypes
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if "libopenblas" in path.rsplit("/", 1)[-1]:
+            try:
+                lib = ctypes.CDLL(path)
+                lib.openblas_get_corename.restype = ctypes.c_char_p
+                return lib.openblas_get_corename().decode()
+            except (OSError, AttributeError) as e:
+                return f"unknown ({e})"
+    return "not OpenBLAS"
+
+
+def blas_sanity() -> str:
+    """A 256x300 @ 300x200 f32 product through BLAS against the same product summed by ATen's
+    element-wise kernels (no BLAS involved); raises if they disagree."""
+    import torch
+    g = torch.Generator().manual_seed(7)
+    a = torch.rand(256, 300, generator=g) - 0.5
+    b = torch.rand(300, 200, generator=g) - 0.5
+    ref = (a.double()[:, :, None] * b.double()[None, :, :]).sum(1)
+    err = (torch.mm(a, b).double() - ref).abs().max().item()
+    if not err < 1e-3:
+        raise SystemExit(f"bench_pytorch: BLAS product wrong by {err:g} (kernel {openblas_core()}); "
+                         "rerun with --keep-openblas-env")
+    return f"max abs error {err:.1e} vs a BLAS-free reference"
 
 
 def loaded_blas() -> str:
@@ -215,7 +266,9 @@ def loaded_blas() -> str:
 
 def torch_backend_info() -> list[str]:
     import torch
-    lines = [f"BLAS loaded by PyTorch: {loaded_blas()}",
+    lines = [f"BLAS loaded by PyTorch: {loaded_blas()}; OpenBLAS kernel {openblas_core()} "
+             f"({'OPENBLAS_CORETYPE=' + os.environ['OPENBLAS_CORETYPE'] if 'OPENBLAS_CORETYPE' in os.environ else 'chosen by OpenBLAS for this CPU'}); "
+             f"product check: {blas_sanity()}",
              f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
              f"interop threads {torch.get_num_interop_threads()}",
              f"torch.backends.mkldnn.is_available(): {torch.backends.mkldnn.is_available()}, "
@@ -279,19 +332,24 @@ def main() -> int:
                     help="print the /ops profile of every config, not only the slower ones")
     ap.add_argument("--top-ops", type=int, default=12, help="ops listed per profile")
     ap.add_argument("--json", help="write every result (incl. /ops) to this JSON file")
+    ap.add_argument("--keep-openblas-env", action="store_true",
+                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment (by default "
+                         "they are dropped so OpenBLAS uses this CPU's best kernel)")
     ap.add_argument("--blas", choices=["auto", "openblas", "system"], default="auto",
                     help="BLAS for PyTorch (default auto: OpenBLAS if the system BLAS is the "
                          "reference one)")
     ap.add_argument("--workdir", help="keep the specs and .h5 files here (default: a temp dir)")
     args = ap.parse_args()
 
-    choose_blas(args.blas)
+    choose_blas(args.blas, args.keep_openblas_env)
     threads = args.threads if args.threads > 0 else len(os.sched_getaffinity(0))
     # Before torch starts its OpenMP runtime: the same pool size dnnscape's executor gets.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
     torch.set_num_threads(threads)
+    # dnnscape's executor flushes denormals to zero (docs/measurement.md); so does PyTorch here.
+    torch.set_flush_denormal(True)
 
     exe = str(Path(args.dnnscape).resolve())
     m = dict(MEASURE_QUICK if args.quick else MEASURE_FULL)
