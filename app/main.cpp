@@ -15,6 +15,7 @@
 
 #include "analysis/cli.hpp"
 #include "slurm/cli.hpp"
+#include "slurm/job.hpp"
 #include "orchestrator/mpi_session.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/sweep.hpp"
@@ -250,6 +251,14 @@ int cmd_run(const std::vector<std::string>& args) {
   o.profile = vm.count("no-profile") == 0;
   o.plain_progress = vm.count("plain-progress") > 0;
   o.tool_version = DNNSCAPE_VERSION;
+  if (const auto job = slurm::job_from_environment()) {
+    store::JobInfo j;
+    j.job_id = job->job_id;
+    j.array_job_id = job->array_job_id;
+    j.array_task_id = job->array_task_id;
+    j.restart_count = job->restart_count;
+    o.job = j;
+  }
   // Validate the spec before anything is measured or written.
   (void)space::load_spec(o.spec_path);
   if (o.out_path.has_parent_path()) fs::create_directories(o.out_path.parent_path());

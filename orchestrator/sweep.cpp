@@ -107,9 +107,15 @@ store::ResultsWriter open_or_create(const SweepOptions& o, const space::Spec& sp
   meta.spec_sha256 = spec.sha256;
   meta.spec_yaml = spec.yaml_text;
   meta.created_utc = worker::utc_now_iso();
+  std::optional<store::JobInfo> job = o.job;
+  if (job) {
+    job->started_utc = meta.created_utc;
+    job->host = system_info(peaks).hostname;
+  }
   if (fs::exists(o.out_path)) {
     store::OpenOptions open_options;
     open_options.hosts = hosts;
+    open_options.job = job;
     const store::FileMeta stored = store::ResultsReader(o.out_path).meta();
     if (stored.spec_sha256 == spec.sha256)
       return store::ResultsWriter::open(o.out_path, open_options);
@@ -140,7 +146,7 @@ store::ResultsWriter open_or_create(const SweepOptions& o, const space::Spec& sp
     fs::rename(o.out_path, aside);
     summary.moved_aside = aside;
   }
-  return store::ResultsWriter::create(o.out_path, meta, system_info(peaks), hosts);
+  return store::ResultsWriter::create(o.out_path, meta, system_info(peaks), hosts, job);
 }
 
 // What a rank tells the master about its host, once at start.

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@ struct SweepOptions {
   bool profile = true;
   std::string executor_path;  // "" = next to this binary
   std::string tool_version;
+  std::optional<store::JobInfo> job;  // the batch job this session runs in: a row of /jobs
 };
 
 struct SweepSummary {

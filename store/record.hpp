@@ -106,6 +106,17 @@ struct HostInfo {
   std::string first_seen_utc;  // when it first joined a session of this sweep
 };
 
+// One session of a sweep that ran inside a batch job (group /jobs, one row per session): which
+// Slurm job and restart wrote the rows finished from started_utc on.
+struct JobInfo {
+  std::string job_id;              // SLURM_JOB_ID (an array task has its own)
+  std::string array_job_id;        // SLURM_ARRAY_JOB_ID, "" outside arrays
+  std::string array_task_id;       // SLURM_ARRAY_TASK_ID, "" outside arrays
+  std::int64_t restart_count = 0;  // SLURM_RESTART_COUNT: how often the job had been requeued
+  std::string started_utc;         // when this session opened the file
+  std::string host;                // where the master (the file's writer) ran
+};
+
 // Root attributes of a results file.
 struct FileMeta {
   std::string schema = kSchema;

@@ -40,6 +40,7 @@ constexpr const char* kSamples = "samples";
 constexpr const char* kOps = "ops";
 constexpr const char* kSystem = "system";
 constexpr const char* kHosts = "hosts";
+constexpr const char* kJobs = "jobs";
 constexpr const char* kRow = "row";
 constexpr const char* kSampleTime = "step_time_s";
 
@@ -198,33 +199,37 @@ void read_context(const fs::path& path, hid_t file, FileMeta& meta, SystemInfo& 
   }
 }
 
-// /hosts: one small table, rewritten whole (only before SWMR writing starts).
-void write_hosts(hid_t file, const std::vector<HostInfo>& hosts) {
-  if (!h5::exists(file, kHosts)) {
-    const Handle g = h5::create_group(file, kHosts);
-    for (const auto& c : schema::hosts())
-      h5::create_column(g.id(), std::string(c.name), c.type, c.width);
+// Small tables (/hosts, /jobs): rewritten whole, only before SWMR writing starts.
+template <class Rec>
+void write_table(hid_t file, const char* group, const std::vector<schema::Column<Rec>>& table,
+                 const std::vector<Rec>& rows) {
+  if (!h5::exists(file, group)) {
+    const Handle g = h5::create_group(file, group);
+    for (const auto& c : table) h5::create_column(g.id(), std::string(c.name), c.type, c.width);
   }
-  const Handle g = h5::open_group(file, kHosts);
-  const auto n = static_cast<std::int64_t>(hosts.size());
-  for (const auto& c : schema::hosts()) {
+  const Handle g = h5::open_group(file, group);
+  const auto n = static_cast<std::int64_t>(rows.size());
+  for (const auto& c : table) {
     Dataset d = open_column(g.id(), std::string(c.name), H5P_DEFAULT);
     h5::set_length(d.dset.id(), n);
     if (n == 0) continue;
     std::vector<Value> values;
-    for (const auto& h : hosts) values.push_back(c.get(h));
+    for (const auto& r : rows) values.push_back(c.get(r));
     const std::vector<char> buf = pack(d.type, d.width, values);
     h5::write_rows(d.dset.id(), d.mem_type(), 0, n, buf.data());
   }
 }
 
-std::vector<HostInfo> read_hosts(hid_t file, bool swmr) {
-  std::vector<HostInfo> out;
-  if (!h5::exists(file, kHosts)) return out;
-  const Handle g = h5::open_group(file, kHosts);
+// Rows of a small table; empty when the group (or one of its columns) predates this version.
+template <class Rec>
+std::vector<Rec> read_table(hid_t file, const char* group,
+                            const std::vector<schema::Column<Rec>>& table, bool swmr) {
+  std::vector<Rec> out;
+  if (!h5::exists(file, group)) return out;
+  const Handle g = h5::open_group(file, group);
   std::int64_t n = std::numeric_limits<std::int64_t>::max();
   std::vector<Dataset> cols;
-  for (const auto& c : schema::hosts()) {
+  for (const auto& c : table) {
     const std::string name(c.name);
     if (!h5::exists(g.id(), name)) return out;
     cols.push_back(open_column(g.id(), name, H5P_DEFAULT));
@@ -233,22 +238,36 @@ std::vector<HostInfo> read_hosts(hid_t file, bool swmr) {
   }
   out.resize(static_cast<std::size_t>(n));
   for (std::size_t k = 0; k < cols.size(); ++k) {
-    const auto& c = schema::hosts()[k];
+    const auto& c = table[k];
     const Dataset& d = cols[k];
     for (std::int64_t i = 0; i < n; ++i) {
-      auto& h = out[static_cast<std::size_t>(i)];
+      auto& r = out[static_cast<std::size_t>(i)];
       if (d.type == Type::string) {
-        c.set(h, read_strings(d, i, 1).front());
+        c.set(r, read_strings(d, i, 1).front());
       } else if (d.type == Type::int64) {
-        c.set(h, read_ints(d, i, 1).front());
+        c.set(r, read_ints(d, i, 1).front());
       } else {
         double v = 0;
         h5::read_rows(d.dset.id(), H5T_NATIVE_DOUBLE, i, 1, &v);
-        c.set(h, v);
+        c.set(r, v);
       }
     }
   }
   return out;
+}
+
+void write_hosts(hid_t file, const std::vector<HostInfo>& hosts) {
+  write_table(file, kHosts, schema::hosts(), hosts);
+}
+std::vector<HostInfo> read_hosts(hid_t file, bool swmr) {
+  return read_table(file, kHosts, schema::hosts(), swmr);
+}
+// A session inside a batch job adds its row to /jobs.
+void append_job(hid_t file, const std::optional<JobInfo>& job) {
+  if (!job) return;
+  auto jobs = read_table(file, kJobs, schema::jobs(), false);
+  jobs.push_back(*job);
+  write_table(file, kJobs, schema::jobs(), jobs);
 }
 
 // Known hosts are updated (peaks may have been re-measured), new ones appended.
@@ -562,7 +581,8 @@ struct ResultsWriter::Impl {
 };
 
 ResultsWriter ResultsWriter::create(const fs::path& path, const FileMeta& meta,
-                                    const SystemInfo& system, const std::vector<HostInfo>& hosts) {
+                                    const SystemInfo& system, const std::vector<HostInfo>& hosts,
+                                    const std::optional<JobInfo>& job) {
   if (fs::exists(path))
     throw StoreError(fmt::format("{}: already exists; not overwriting it", path.string()));
   return guarded(path, [&] {
@@ -577,6 +597,7 @@ ResultsWriter ResultsWriter::create(const fs::path& path, const FileMeta& meta,
     const hid_t f = impl->file.id();
     write_attrs(f, schema::meta(), impl->meta);
     write_hosts(f, hosts);
+    append_job(f, job);
     {
       const Handle g = h5::create_group(f, kSystem);
       write_attrs(g.id(), schema::system(), system);
@@ -662,6 +683,7 @@ ResultsWriter ResultsWriter::open(const fs::path& path, const OpenOptions& optio
     }
     impl->hosts = merge_hosts(read_hosts(f, false), options.hosts);
     if (!options.hosts.empty() || !h5::exists(f, kHosts)) write_hosts(f, impl->hosts);
+    append_job(f, options.job);
     impl->start_swmr();
     impl->lock.acquire(path);
     return ResultsWriter(std::move(impl));
@@ -797,6 +819,10 @@ const SystemInfo& ResultsReader::system() const {
 }
 std::vector<HostInfo> ResultsReader::hosts() const {
   return guarded(impl_->path, [&] { return read_hosts(impl_->file.id(), impl_->swmr); });
+}
+std::vector<JobInfo> ResultsReader::jobs() const {
+  return guarded(impl_->path,
+                 [&] { return read_table(impl_->file.id(), kJobs, schema::jobs(), impl_->swmr); });
 }
 
 std::int64_t ResultsReader::rows() const {

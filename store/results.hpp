@@ -35,6 +35,8 @@ struct OpenOptions {
   // Hosts of this session: new ones are added to /hosts, known ones get their peaks and worker
   // count updated.
   std::vector<HostInfo> hosts;
+  // The batch job this session runs in (nothing outside one): appended to /jobs.
+  std::optional<JobInfo> job;
 };
 
 // Single writer of a results file. Every append is durable when it returns: a kill -9 afterwards
@@ -43,7 +45,8 @@ class ResultsWriter {
  public:
   // Creates a new file; throws StoreError if it exists.
   static ResultsWriter create(const std::filesystem::path& path, const FileMeta& meta,
-                              const SystemInfo& system, const std::vector<HostInfo>& hosts = {});
+                              const SystemInfo& system, const std::vector<HostInfo>& hosts = {},
+                              const std::optional<JobInfo>& job = {});
   // Opens an existing file for appending (resume), clearing the "open for write" flags left by a
   // killed writer. Throws StoreError if it is not a dnnscape/1 file.
   static ResultsWriter open(const std::filesystem::path& path);
@@ -87,6 +90,8 @@ class ResultsReader {
   [[nodiscard]] const SystemInfo& system() const;
   // Rows of /hosts (empty for files written before it existed).
   [[nodiscard]] std::vector<HostInfo> hosts() const;
+  // Rows of /jobs: the batch-job sessions that wrote the file (empty outside batch jobs).
+  [[nodiscard]] std::vector<JobInfo> jobs() const;
   // Complete rows of /runs when the reader was opened or last refreshed: the shortest /runs
   // column (a killed writer may leave columns of unequal length). Every read returns this many.
   [[nodiscard]] std::int64_t rows() const;

@@ -141,7 +141,26 @@ std::vector<Column<HostInfo>> make_hosts() {
   // clang-format on
 }
 
+std::vector<Column<JobInfo>> make_jobs() {
+  using J = JobInfo;
+  // clang-format off
+  return {
+      field<J>("job_id", kShort, [](auto& j) -> auto& { return j.job_id; }),
+      field<J>("array_job_id", kShort, [](auto& j) -> auto& { return j.array_job_id; }),
+      field<J>("array_task_id", kShort, [](auto& j) -> auto& { return j.array_task_id; }),
+      field<J>("restart_count", 0, [](auto& j) -> auto& { return j.restart_count; }),
+      field<J>("started_utc", kShort, [](auto& j) -> auto& { return j.started_utc; }),
+      field<J>("host", kHost, [](auto& j) -> auto& { return j.host; }),
+  };
+  // clang-format on
+}
+
 }  // namespace
+
+const std::vector<Column<JobInfo>>& jobs() {
+  static const std::vector<Column<JobInfo>> table = make_jobs();
+  return table;
+}
 
 const std::vector<Column<HostInfo>>& hosts() {
   static const std::vector<Column<HostInfo>> table = make_hosts();

@@ -68,6 +68,8 @@ const std::vector<Column<FileMeta>>& meta();
 const std::vector<Column<SystemInfo>>& system();
 // /hosts columns (one row per host).
 const std::vector<Column<HostInfo>>& hosts();
+// /jobs columns (one row per session of the sweep inside a batch job).
+const std::vector<Column<JobInfo>>& jobs();
 
 // The config_id a record is stored under (its cached id, or computed from the config).
 std::string config_id_of(const RunRecord& r);

@@ -77,3 +77,18 @@ assert all(s == "ok" for s in st), f"{path}: statuses {sorted(set(st))}"
 print(f"{path}: {n} configs, each exactly once, all ok")
 PY
 }
+# check_jobs FILE JOB RESTARTS: /jobs holds one row per run of job JOB, restarts 0..RESTARTS.
+check_jobs() {
+  "$PYTHON" - "$1" "$2" "$3" <<'PY'
+import sys, h5py
+path, job, restarts = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with h5py.File(path, "r", libver="latest", swmr=True) as f:
+    ids = [s.decode() for s in f["jobs/job_id"][()]]
+    counts = list(f["jobs/restart_count"][()])
+    started = [s.decode() for s in f["jobs/started_utc"][()]]
+assert ids == [job] * (restarts + 1), f"{path}: /jobs job_id {ids}, wanted {restarts + 1} x {job}"
+assert counts == list(range(restarts + 1)), f"{path}: /jobs restart_count {counts}"
+assert started == sorted(started) and all(started), started
+print(f"{path}: /jobs records job {job}, restarts {counts}")
+PY
+}

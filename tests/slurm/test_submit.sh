@@ -52,6 +52,7 @@ side="$WORK/rq/out.slurm.jsonl"
 grep -q '"outcome":"requeued"' "$side" || fail "no requeued event in $side"
 grep -q "\"event\":\"start\".*\"job_id\":\"$JOB\".*\"restart_count\":1" "$side" || fail "no restart 1 in $side"
 [[ $(scontrol show job "$JOB" | grep -o 'Restarts=[0-9]*') == Restarts=1 ]] || fail "Slurm counts no restart"
+check_jobs "$WORK/rq/out.h5" "$JOB" 1 || fail "/jobs does not record the job and its restart"
 echo "USR1 / requeue / resume done after $((SECONDS - T0)) s"
 
 # 3. Two systems in one command: same resources, so one job array; a file per system. Launched

@@ -17,5 +17,6 @@ grep -q "DUE TO TIME LIMIT" "$log" && { cat "$log"; fail "the job ran into its t
 restarts=$(scontrol show job "$JOB" | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')
 ((restarts >= 1)) || fail "Slurm counts $restarts restarts"
 grep -q "\"event\":\"start\".*\"restart_count\":$restarts" "$WORK/tl/out.slurm.jsonl" || fail "restart $restarts not recorded"
+check_jobs "$WORK/tl/out.h5" "$JOB" "$restarts" || fail "/jobs does not record the job and its restarts"
 grep -q '"outcome":"complete"' "$WORK/tl/out.slurm.jsonl" || fail "no complete event"
 echo "time-limit test passed: $restarts restart(s) in $((SECONDS - T0)) s"

@@ -357,6 +357,47 @@ TEST_CASE("reopen and append") {
   for (int i = 0; i < 3; ++i) check_same(got[static_cast<std::size_t>(i)], make_record(i));
 }
 
+TEST_CASE("/jobs: each batch-job session adds a row; outside a job there is none") {
+  const fs::path path = fresh("jobs.h5");
+  JobInfo first;
+  first.job_id = "1234";
+  first.restart_count = 0;
+  first.started_utc = "2026-12-02T10:00:00Z";
+  first.host = "node01";
+  {
+    auto w = ResultsWriter::create(path, test_meta(), test_system(), {}, first);
+    w.write(make_record(0));
+  }
+  CHECK(ResultsReader(path).jobs().size() == 1);
+  { auto w = ResultsWriter::open(path); }  // a session outside Slurm adds nothing
+  JobInfo again = first;
+  again.array_job_id = "1230";
+  again.array_task_id = "4";
+  again.restart_count = 1;
+  again.started_utc = "2026-12-02T11:00:00Z";
+  {
+    OpenOptions o;
+    o.job = again;
+    auto w = ResultsWriter::open(path, o);
+    w.write(make_record(1));
+  }
+  const ResultsReader rd(path);
+  const auto jobs = rd.jobs();
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[0].job_id == "1234");
+  CHECK(jobs[0].restart_count == 0);
+  CHECK(jobs[0].array_job_id.empty());
+  CHECK(jobs[1].restart_count == 1);
+  CHECK(jobs[1].array_job_id == "1230");
+  CHECK(jobs[1].array_task_id == "4");
+  CHECK(jobs[1].started_utc == "2026-12-02T11:00:00Z");
+  CHECK(jobs[1].host == "node01");
+  CHECK(rd.rows() == 2);
+  const fs::path plain = fresh("nojobs.h5");
+  { auto w = ResultsWriter::create(plain, test_meta(), test_system()); }
+  CHECK(ResultsReader(plain).jobs().empty());
+}
+
 TEST_CASE("long strings are truncated, never overflow") {
   const fs::path path = fresh("trunc.h5");
   RunRecord r = failed_record(0, std::string(600, 'm') + "TAIL");
