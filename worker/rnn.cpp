@@ -54,6 +54,8 @@ struct Dims {
   std::int64_t G = 1;  // gates
   std::int64_t L = 0, E = 0, H = 0, T = 0, V = 0, B = 0;
   bool training = true;
+  // algorithm decomposed: matmul + host element-wise ops per step instead of the RNN primitives.
+  bool decomposed = false;
   [[nodiscard]] std::int64_t rows() const { return T * B; }
   [[nodiscard]] double cell_weights() const {  // weights_layer + weights_iter, all layers
     return static_cast<double>(L) * G * H * (E + H);
@@ -69,14 +71,11 @@ Dims dims_of(const space::Config& c) {
   if (c.knobs.dtype != "f32") {
     throw Unsupported(fmt::format("rnn: dtype {} is not supported yet (f32 only)", c.knobs.dtype));
   }
-  if (c.knobs.algorithm == "best") {
-    throw Unsupported("rnn: algorithm best (per-layer search) is not implemented yet");
-  }
-  if (c.knobs.algorithm == "decomposed") {
-    throw Unsupported("rnn: algorithm decomposed is not implemented yet");
-  }
-  if (c.knobs.algorithm != "default" && c.knobs.algorithm != "fused") {
-    throw Unsupported(fmt::format("rnn: unknown algorithm {}", c.knobs.algorithm));
+  // best is resolved by build_rnn_model (a measured choice); its counts are the default's.
+  if (c.knobs.algorithm != "default" && c.knobs.algorithm != "fused" &&
+      c.knobs.algorithm != "decomposed" && c.knobs.algorithm != "best") {
+    throw Unsupported(fmt::format("rnn: unknown algorithm {} (default | fused | decomposed | best)",
+                                  c.knobs.algorithm));
   }
   if (c.knobs.mode != "training" && c.knobs.mode != "inference") {
     throw Unsupported(fmt::format("rnn: unknown mode {}", c.knobs.mode));
@@ -91,6 +90,7 @@ Dims dims_of(const space::Config& c) {
   d.V = c.vocab;
   d.B = c.batch;
   d.training = c.knobs.mode == "training";
+  d.decomposed = c.knobs.algorithm == "decomposed";
   for (auto [name, v] :
        {std::pair{"layers", d.L}, std::pair{"embedding", d.E}, std::pair{"length", d.T},
         std::pair{"vocab", d.V}, std::pair{"batch", d.B}}) {
@@ -146,6 +146,54 @@ struct OpCost {
   double bytes = 0;
 };
 
+// algorithm decomposed, per layer l of the stack (input I = E = H, GH = G * H gate columns):
+//   forward   gates = X W + b for all T steps in one matmul (the input projection), then per step
+//             gates_t += h_{t-1} U (matmul; GRU: the u, r columns, then (r h_{t-1}) U_o for o)
+//             and the gate nonlinearities and cell update on the host (eltwise);
+//   backward  per step (t = T-1 .. 0) the gate gradients on the host (eltwise) and
+//             d h_{t-1} += dG_t U^T (matmul); then per layer dX = dG W^T, dW = X^T dG,
+//             dU = H_prev^T dG (GRU: (r h)^T dG_o for the o columns), db = 1^T dG (matmuls).
+// Each entry is one /ops row: the sum over layers and steps of the primitives of that kind.
+// Bytes are the operands of each executed primitive (the sum post-op reads its destination).
+// Returns the forward rows, then (training) the backward rows.
+std::pair<std::vector<OpCost>, std::vector<OpCost>> decomposed_costs(const Dims& d) {
+  const double N = static_cast<double>(d.rows()), B = static_cast<double>(d.B);
+  const double T = static_cast<double>(d.T), L = static_cast<double>(d.L);
+  const double I = static_cast<double>(d.E), H = static_cast<double>(d.H);
+  const double GH = static_cast<double>(d.G) * H;
+  const bool gru = d.cell == "gru";
+  const double gemm = 2.0 * N * H * GH * L;  // every T x B x H by H x GH product of the stack
+  const double recurrent_step = (gru ? 2 : 1) * B * H + H * GH + 2 * B * GH;
+  const double eltwise_step = (d.cell == "rnn" ? 2 : 11) * B * H;
+  std::vector<OpCost> forward = {
+      {kLayerCells, "matmul", "forward", 2.0 * N * I * GH * L,
+       kF32 * L * (N * I + I * GH + GH + N * GH)},
+      {kLayerCells, "matmul", "forward", gemm, kF32 * L * T * recurrent_step},
+      {kLayerCells, "eltwise", "forward", 0, kF32 * L * T * eltwise_step},
+  };
+  // Per step: the gate gradients read the step's gradient and saved activations and write dG_t;
+  // the GRU's host part also adds its direct terms to d h_{t-1} (assigned at t = 0, which
+  // targets the unused initial-state gradient). Totals over the T steps of a layer:
+  const double eltwise = d.cell == "rnn"    ? T * 3 * B * H
+                         : d.cell == "lstm" ? T * 13 * B * H
+                                            : T * 12 * B * H + (2 * T - 1) * B * H;
+  // d h_{t-1} += dG_t U^T: the destination is read except at t = 0 (rnn, lstm); the GRU's
+  // d(r h) = dG_o U_o^T, then d h_{t-1} += dG_ur U_ur^T.
+  const double recurrent =
+      gru ? T * (6 * B * H + H * GH) : T * (B * GH + GH * H) + (2 * T - 1) * B * H;
+  const double weights =
+      (N * I + N * GH + I * GH) + ((gru ? 2 : 1) * N * H + N * GH + H * GH) + (N + N * GH + GH);
+  std::vector<OpCost> backward = {
+      {kLayerCells, "eltwise", "backward_data", 0, kF32 * L * eltwise},
+      {kLayerCells, "matmul", "backward_data", gemm, kF32 * L * recurrent},
+      {kLayerCells, "matmul", "backward_data", 2.0 * N * I * GH * L,
+       kF32 * L * (N * GH + GH * I + N * I)},
+      // dW and dU count as GEMMs; db (a ones-vector product) is a bias add: 0 FLOPs here.
+      {kLayerCells, "matmul", "backward_weights", 2.0 * N * I * GH * L + gemm, kF32 * L * weights},
+  };
+  return {std::move(forward), std::move(backward)};
+}
+
 // The ops of one step in execution order with their analytic FLOPs and compulsory bytes. The model
 // executes exactly these ops; rnn_counts() sums them.
 std::vector<OpCost> op_costs(const Dims& d) {
@@ -162,7 +210,12 @@ std::vector<OpCost> op_costs(const Dims& d) {
   const std::string fwd = "forward";
   std::vector<OpCost> ops;
   ops.push_back({kLayerEmbedding, "embedding", fwd, 0, kId * N + kF32 * 2 * N * E});
-  ops.push_back({kLayerCells, d.cell, fwd, cell_flops, kF32 * (N * E + S + Pw + Pb + N * H) + ws});
+  if (d.decomposed) {
+    for (auto& op : decomposed_costs(d).first) ops.push_back(std::move(op));
+  } else {
+    ops.push_back(
+        {kLayerCells, d.cell, fwd, cell_flops, kF32 * (N * E + S + Pw + Pb + N * H) + ws});
+  }
   ops.push_back({kLayerDense, "inner_product", fwd, dense_flops, kF32 * (N * H + Pd + N * V)});
   ops.push_back({kLayerLoss, "softmax", fwd, 0, kF32 * 2 * N * V});
   if (!d.training) return ops;
@@ -171,19 +224,50 @@ std::vector<OpCost> op_costs(const Dims& d) {
       {kLayerDense, "inner_product", "backward_data", dense_flops, kF32 * (N * V + H * V + N * H)});
   ops.push_back(
       {kLayerDense, "inner_product", "backward_weights", dense_flops, kF32 * (N * H + N * V + Pd)});
-  ops.push_back({kLayerCells, "reorder", "backward_data", 0, kF32 * 2 * Pw});
-  // One primitive computes diff data and diff weights; diff weights are accumulated (read+write).
-  ops.push_back({kLayerCells, d.cell, "backward_data", 2 * cell_flops,
-                 kF32 * (2 * N * E + 2 * S + Pw + Pb + 2 * N * H + 2 * (Pw + Pb)) + ws});
+  if (d.decomposed) {
+    for (auto& op : decomposed_costs(d).second) ops.push_back(std::move(op));
+  } else {
+    ops.push_back({kLayerCells, "reorder", "backward_data", 0, kF32 * 2 * Pw});
+    // One primitive computes diff data and diff weights; diff weights are accumulated
+    // (read + write).
+    ops.push_back({kLayerCells, d.cell, "backward_data", 2 * cell_flops,
+                   kF32 * (2 * N * E + 2 * S + Pw + Pb + 2 * N * H + 2 * (Pw + Pb)) + ws});
+  }
   ops.push_back(
       {kLayerEmbedding, "embedding", "backward_weights", 0, kId * N + kF32 * (N * E + U * E)});
   ops.push_back({kLayerEmbedding, "update", "update", 0, kF32 * 3 * U * E});
-  ops.push_back({kLayerCells, "update", "update", 0, kF32 * 4 * (Pw + Pb)});
+  // The fused primitive accumulates into its diff weights, so their update also zeroes them
+  // (4 passes); the decomposed matmuls overwrite theirs (3 passes).
+  ops.push_back({kLayerCells, "update", "update", 0, kF32 * (d.decomposed ? 3 : 4) * (Pw + Pb)});
   ops.push_back({kLayerDense, "update", "update", 0, kF32 * 3 * Pd});
   return ops;
 }
 
+// algorithm decomposed: the tensors the builder allocates (docs/conventions-rnn.md, "Memory").
+// Training keeps every layer's states and activated gates for the backward pass (the analogue of
+// the fused workspace); inference keeps the states of every layer and one layer's gates.
+// Matmul scratchpads are small next to these and not predicted.
+double decomposed_memory_bytes_estimate(const Dims& d) {
+  const double N = static_cast<double>(d.rows()), B = static_cast<double>(d.B);
+  const double E = static_cast<double>(d.E), H = static_cast<double>(d.H);
+  const double V = static_cast<double>(d.V), L = static_cast<double>(d.L);
+  const double T = static_cast<double>(d.T), GH = static_cast<double>(d.G) * H;
+  const double Pw = d.cell_weights(), Pb = d.cell_bias(), Pd = d.dense_params();
+  const double kept = d.training ? L : 1;  // layers whose gates (c, r h) are kept
+  double floats = V * E + N * E + L * (T + 1) * B * H + kept * N * GH + Pw + Pb + Pd + N * V;
+  if (d.cell == "lstm") floats += kept * (T + 1) * B * H;
+  if (d.cell == "gru") floats += kept * N * H;
+  double ids = 2 * N;
+  if (d.training) {
+    floats += V * E + Pw + Pb + Pd + 2 * N * H + N * E + N * GH + B * H + N;
+    if (d.cell != "rnn") floats += B * H;  // d c carry (lstm) or d (r h) (gru)
+    ids += 2 * N + 2 * expected_distinct(V, N) + 1;
+  }
+  return kF32 * floats + kId * ids;
+}
+
 double memory_bytes_estimate(const Dims& d) {
+  if (d.decomposed) return decomposed_memory_bytes_estimate(d);
   const double N = static_cast<double>(d.rows());
   const double E = static_cast<double>(d.E), H = static_cast<double>(d.H);
   const double V = static_cast<double>(d.V);
@@ -255,6 +339,8 @@ std::string impl_of(const dnnl::primitive_desc_base& pd) {
 
 // --- the model ----------------------------------------------------------------------------------
 
+struct DecomposedPds;  // the matmuls of algorithm decomposed (below)
+
 class RnnModelImpl final : public RnnModel {
  public:
   RnnModelImpl(const space::Config& config, std::uint64_t seed);
@@ -282,9 +368,10 @@ class RnnModelImpl final : public RnnModel {
   void set_learning_rate(float lr) override { lr_ = lr; }
 
  private:
+  // One executed primitive or host loop; `slot` is its /ops row (costs_), which several ops
+  // share in the decomposed cells (one row per kind of op, summed over layers and steps).
   struct Op {
-    OpCost cost;
-    std::string impl;
+    std::size_t slot = 0;
     std::function<void()> run;
   };
 
@@ -294,11 +381,27 @@ class RnnModelImpl final : public RnnModel {
     std::memset(m.get_data_handle(), 0, md.get_size());
     return m;
   }
-  void add_primitive(const OpCost& cost, const std::string& impl, const dnnl::primitive& p,
+  void add_op(std::size_t slot, const std::string& impl, std::function<void()> run) {
+    if (slot >= costs_.size()) throw std::logic_error("rnn: ops and op_costs() disagree");
+    std::string& s = slot_impl_[slot];
+    if (s.empty()) {
+      s = impl;
+    } else if (s != impl && s.find(impl) == std::string::npos) {
+      s += "," + impl;
+    }
+    ops_.push_back({slot, std::move(run)});
+  }
+  void add_primitive(std::size_t slot, const std::string& impl, const dnnl::primitive& p,
                      Args args) {
     if (scratchpad_bytes_ > 0) args.insert({DNNL_ARG_SCRATCHPAD, scratchpad_});
-    ops_.push_back({cost, impl, [this, p, args = std::move(args)] { p.execute(stream_, args); }});
+    add_op(slot, impl, [this, p, args = std::move(args)] { p.execute(stream_, args); });
   }
+  // A view of `base` from float element `offset` on, with descriptor `md`.
+  memory at(const memory& base, std::size_t offset, const memory::desc& md) const {
+    return {md, engine_, f32(base) + offset};
+  }
+  void add_decomposed_forward(std::size_t slot, const DecomposedPds& dp);
+  void add_decomposed_backward(std::size_t slot, const DecomposedPds& dp);
   void note_scratchpad(const dnnl::primitive_desc_base& pd) {
     scratchpad_bytes_ = std::max(scratchpad_bytes_, pd.scratchpad_desc().get_size());
   }
@@ -306,9 +409,9 @@ class RnnModelImpl final : public RnnModel {
   std::vector<float> read_plain(const memory& m, const memory::desc& plain) const;
   void write_plain(const std::vector<float>& v, const memory& m, const memory::desc& plain);
 
-  void build_dense(std::vector<OpCost>& costs_fwd);
-
   Dims d_;
+  std::vector<OpCost> costs_;           // the /ops rows, op_costs(d_)
+  std::vector<std::string> slot_impl_;  // their impl strings
   dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
   mutable dnnl::stream stream_{engine_};
   tbb::task_arena arena_;
@@ -335,6 +438,14 @@ class RnnModelImpl final : public RnnModel {
   memory dense_w_, dense_b_, dense_dw_, dense_db_;
   memory logits_;  // logits -> probabilities (softmax in place) -> d loss / d logits (in place)
   memory scratchpad_;
+  // algorithm decomposed: per layer the states h_{-1} = 0, h_0 .. h_{T-1} ((T+1) x B x H; the
+  // top layer's rows 1.. are dst_layer_), the activated gates (T x B x G x H), the LSTM's cell
+  // states (like h) and the GRU's r * h_{t-1} (T x B x H); inference keeps one layer of the
+  // last three. Backward: the gates' gradient dG (one layer), a second buffer for the gradient
+  // of a layer's output (ping-pong with diff_dst_layer_), the unused gradient of the initial
+  // state, the LSTM's d c carry or the GRU's d (r h), and the ones vector of db = 1^T dG.
+  memory states_, gates_, cstates_, rh_;
+  memory dgates_, diff_hidden_, diff_init_, diff_aux_, ones_;
   std::vector<Op> ops_;
 };
 
@@ -455,10 +566,105 @@ CellPds make_cell_pds(const Dims& d, const dnnl::engine& eng, const dnnl::primit
   return out;
 }
 
+// One matmul shape of the decomposed cells, shared by every layer and step (only the data
+// pointers differ).
+struct Matmul {
+  dnnl::matmul prim;
+  std::string impl;
+  std::size_t scratch = 0;
+};
+
+// Row-major M x K view with leading dimension ld (>= K), or its transpose (K x M read column-wise).
+memory::desc rows(std::int64_t m, std::int64_t k, std::int64_t ld) {
+  return {{m, k}, dt::f32, memory::dims{ld, 1}};
+}
+memory::desc cols(std::int64_t m, std::int64_t k, std::int64_t ld) {  // transpose of rows(k, m, ld)
+  return {{m, k}, dt::f32, memory::dims{1, ld}};
+}
+
+Matmul make_matmul(const dnnl::engine& eng, const memory::desc& src, const memory::desc& w,
+                   const memory::desc& dst, bool accumulate, const memory::desc* bias = nullptr) {
+  dnnl::post_ops po;
+  if (accumulate) po.append_sum(1.0F);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  attr.set_post_ops(po);
+  const dnnl::matmul::desc desc =
+      bias != nullptr ? dnnl::matmul::desc(src, w, *bias, dst) : dnnl::matmul::desc(src, w, dst);
+  const dnnl::matmul::primitive_desc pd(desc, attr, eng);
+  return {dnnl::matmul(pd), impl_of(pd), pd.scratchpad_desc().get_size()};
+}
+
+// Every matmul shape the decomposed cells run (I = E = H; GH = G * H gate columns; ld GH for the
+// gate columns of one GRU gate group). Names: forward / backward, what they compute.
+struct DecomposedPds {
+  Matmul projection;     // gates(N, GH) = X(N, I) W(I, GH) + b
+  Matmul recurrent;      // gates_t(B, GH) += h(B, H) U(H, GH)       [gru: the u, r columns]
+  Matmul recurrent_o;    // gru: gates_t(B, o) += (r h)(B, H) U_o(H, H)
+  Matmul back_rec;       // d h_{t-1}(B, H) += dG_t U^T              [gru: u, r columns]
+  Matmul back_rec_init;  // the same at t = 0, into the initial-state gradient (assigned)
+  Matmul back_rh;        // gru: d(r h)(B, H) = dG_o U_o^T
+  Matmul back_data;      // dX(N, I) = dG W^T
+  Matmul back_w;         // dW(I, GH) = X^T dG  (rnn, lstm: also dU = H_prev^T dG)
+  Matmul back_u_ur;      // gru: dU_ur(H, 2H) = H_prev^T dG_ur
+  Matmul back_u_o;       // gru: dU_o(H, H) = (r h)^T dG_o
+  Matmul back_bias;      // db(1, GH) = 1^T dG
+  [[nodiscard]] std::size_t scratch() const {
+    std::size_t s = 0;
+    for (const Matmul* m : {&projection, &recurrent, &recurrent_o, &back_rec, &back_rec_init,
+                            &back_rh, &back_data, &back_w, &back_u_ur, &back_u_o, &back_bias}) {
+      s = std::max(s, m->scratch);
+    }
+    return s;
+  }
+};
+
+DecomposedPds make_decomposed_pds(const Dims& d, const dnnl::engine& eng) {
+  const std::int64_t N = d.rows(), B = d.B, I = d.E, H = d.H, GH = d.G * d.H;
+  const bool gru = d.cell == "gru";
+  const std::int64_t R = gru ? 2 * H : GH;  // gate columns of the first recurrent product
+  DecomposedPds p;
+  const memory::desc bias({1, GH}, dt::f32, tag::ab);
+  p.projection = make_matmul(eng, rows(N, I, I), rows(I, GH, GH), rows(N, GH, GH), false, &bias);
+  p.recurrent = make_matmul(eng, rows(B, H, H), rows(H, R, GH), rows(B, R, GH), true);
+  if (gru) p.recurrent_o = make_matmul(eng, rows(B, H, H), rows(H, H, GH), rows(B, H, GH), true);
+  if (!d.training) return p;
+  p.back_rec = make_matmul(eng, rows(B, R, GH), cols(R, H, GH), rows(B, H, H), true);
+  if (gru) {
+    p.back_rh = make_matmul(eng, rows(B, H, GH), cols(H, H, GH), rows(B, H, H), false);
+  } else {
+    p.back_rec_init = make_matmul(eng, rows(B, GH, GH), cols(GH, H, GH), rows(B, H, H), false);
+  }
+  p.back_data = make_matmul(eng, rows(N, GH, GH), cols(GH, I, GH), rows(N, I, I), false);
+  p.back_w = make_matmul(eng, cols(I, N, I), rows(N, GH, GH), rows(I, GH, GH), false);
+  if (gru) {
+    p.back_u_ur = make_matmul(eng, cols(H, N, H), rows(N, 2 * H, GH), rows(H, 2 * H, GH), false);
+    p.back_u_o = make_matmul(eng, cols(H, N, H), rows(N, H, GH), rows(H, H, GH), false);
+  }
+  p.back_bias = make_matmul(eng, rows(1, N, N), rows(N, GH, GH), rows(1, GH, GH), false);
+  return p;
+}
+
+float sigmoid(float x) {
+  return 1.0F / (1.0F + std::exp(-x));
+}
+
+// Host loop over the B rows of one step, in chunks of about 4096 elements (smaller steps run in
+// one task: the per-step element-wise work is small next to a task hand-off).
+template <typename F>
+void for_rows(std::int64_t B, std::int64_t H, F&& f) {
+  const auto grain = static_cast<std::size_t>(std::max<std::int64_t>(1, 4096 / H));
+  tbb::parallel_for(tbb::blocked_range<std::size_t>(0, static_cast<std::size_t>(B), grain),
+                    [&](const auto& r) {
+                      for (std::size_t b = r.begin(); b != r.end(); ++b) f(b);
+                    });
+}
+
 RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
-    : d_(dims_of(config)), arena_(std::max(1, omp_get_max_threads())) {
-  const std::vector<OpCost> costs = op_costs(d_);
-  auto cost = [&](std::size_t i) { return costs.at(i); };
+    : d_(dims_of(config)),
+      costs_(op_costs(d_)),
+      slot_impl_(costs_.size()),
+      arena_(std::max(1, omp_get_max_threads())) {
   const std::int64_t N = d_.rows();
   const auto E = d_.E, H = d_.H, V = d_.V;
 
@@ -474,10 +680,17 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
   }
   allocated_bytes_ += kId * 2 * static_cast<double>(N);
 
-  // Cell stack.
+  // Cell stack: the RNN primitives, or the decomposed cells' matmuls.
   const CellDescs cd = cell_descs(d_);
-  const CellPds cp = make_cell_pds(d_, engine_, attr);
-  scratchpad_bytes_ = std::max(cp.fwd_scratch, cp.bwd_scratch);
+  CellPds cp;
+  DecomposedPds dp;
+  if (d_.decomposed) {
+    dp = make_decomposed_pds(d_, engine_);
+    scratchpad_bytes_ = dp.scratch();
+  } else {
+    cp = make_cell_pds(d_, engine_, attr);
+    scratchpad_bytes_ = std::max(cp.fwd_scratch, cp.bwd_scratch);
+  }
 
   // Dense: inner product over N rows. Weights in the layout the forward prefers, if the backward
   // implementations take it without falling back to a reference kernel; otherwise plain oi.
@@ -521,19 +734,37 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
   // Weight-layout reorders for the cell backward.
   dnnl::reorder::primitive_desc ro_layer, ro_iter;
   const bool reorder_weights =
-      d_.training && (cp.w_layer_bwd != cp.w_layer || cp.w_iter_bwd != cp.w_iter);
-  if (d_.training && cp.bias_bwd != cp.bias) {
+      d_.training && !d_.decomposed && (cp.w_layer_bwd != cp.w_layer || cp.w_iter_bwd != cp.w_iter);
+  if (d_.training && !d_.decomposed && cp.bias_bwd != cp.bias) {
     throw std::logic_error("rnn: backward bias layout differs from the forward one");
   }
 
   // Memories.
   table_ = make(memory::desc({V, E}, dt::f32, tag::ab));
   src_layer_ = make(cd.src_layer);
-  dst_layer_ = make(cd.dst_layer);
-  src_iter_ = make(cd.state);
-  w_layer_ = make(cp.w_layer);
-  w_iter_ = make(cp.w_iter);
-  bias_ = make(cp.bias);
+  if (d_.decomposed) {
+    const auto flat = [](double n) {
+      return memory::desc({static_cast<memory::dim>(n)}, dt::f32, tag::a);
+    };
+    const double L = static_cast<double>(d_.L), kept = d_.training ? L : 1;
+    const double steps = static_cast<double>(N), states = static_cast<double>(N + d_.B);
+    const double GH = static_cast<double>(d_.G * H);
+    states_ = make(flat(L * states * H));
+    gates_ = make(flat(kept * steps * GH));
+    if (d_.cell == "lstm") cstates_ = make(flat(kept * states * H));
+    if (d_.cell == "gru") rh_ = make(flat(kept * steps * H));
+    dst_layer_ =
+        at(states_, static_cast<std::size_t>((L - 1) * states * H + d_.B * H), cd.dst_layer);
+    w_layer_ = make(cd.w_layer_plain);
+    w_iter_ = make(cd.w_iter_plain);
+    bias_ = make(cd.bias_plain);
+  } else {
+    dst_layer_ = make(cd.dst_layer);
+    src_iter_ = make(cd.state);
+    w_layer_ = make(cp.w_layer);
+    w_iter_ = make(cp.w_iter);
+    bias_ = make(cp.bias);
+  }
   dense_w_ = make(ip_fwd.weights_desc());
   dense_b_ = make(ip_fwd.bias_desc());
   logits_ = make(ip_dst);
@@ -541,12 +772,22 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
     table_grad_ = make(table_.get_desc());
     diff_dst_layer_ = make(cd.dst_layer);
     diff_src_layer_ = make(cd.src_layer);
-    diff_src_iter_ = make(cd.state);
-    if (d_.cell == "lstm") diff_src_iter_c_ = make(cd.state);
-    dw_layer_ = make(cp.w_layer);
-    dw_iter_ = make(cp.w_iter);
-    dbias_ = make(cp.bias);
-    workspace_ = make(cp.workspace);
+    dw_layer_ = make(w_layer_.get_desc());
+    dw_iter_ = make(w_iter_.get_desc());
+    dbias_ = make(bias_.get_desc());
+    if (d_.decomposed) {
+      const auto flat = [](std::int64_t n) { return memory::desc({n}, dt::f32, tag::a); };
+      dgates_ = make(flat(N * d_.G * H));
+      diff_hidden_ = make(cd.dst_layer);
+      diff_init_ = make(flat(d_.B * H));
+      if (d_.cell != "rnn") diff_aux_ = make(flat(d_.B * H));
+      ones_ = make(flat(N));
+      std::fill_n(f32(ones_), N, 1.0F);
+    } else {
+      diff_src_iter_ = make(cd.state);
+      if (d_.cell == "lstm") diff_src_iter_c_ = make(cd.state);
+      workspace_ = make(cp.workspace);
+    }
     dense_dw_ = make(ip_fwd.weights_desc());
     dense_db_ = make(ip_fwd.bias_desc());
     if (reorder_weights) {
@@ -592,123 +833,372 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
   std::size_t ci = 0;
   const float* table = f32(table_);
   float* emb = f32(src_layer_);
-  ops_.push_back({cost(ci++), "tbb", [this, table, emb, E] {
-                    tbb::parallel_for(
-                        tbb::blocked_range<std::size_t>(0, tokens_.size(), 16), [&](const auto& r) {
-                          for (std::size_t i = r.begin(); i != r.end(); ++i) {
-                            std::memcpy(emb + i * E,
-                                        table + static_cast<std::size_t>(tokens_[i]) * E,
-                                        sizeof(float) * static_cast<std::size_t>(E));
-                          }
-                        });
-                  }});
+  add_op(ci++, "host:tbb", [this, table, emb, E] {
+    tbb::parallel_for(tbb::blocked_range<std::size_t>(0, tokens_.size(), 16), [&](const auto& r) {
+      for (std::size_t i = r.begin(); i != r.end(); ++i) {
+        std::memcpy(emb + i * E, table + static_cast<std::size_t>(tokens_[i]) * E,
+                    sizeof(float) * static_cast<std::size_t>(E));
+      }
+    });
+  });
   Args cell_fwd{{DNNL_ARG_SRC_LAYER, src_layer_}, {DNNL_ARG_WEIGHTS_LAYER, w_layer_},
                 {DNNL_ARG_WEIGHTS_ITER, w_iter_}, {DNNL_ARG_BIAS, bias_},
                 {DNNL_ARG_DST_LAYER, dst_layer_}, {DNNL_ARG_SRC_ITER, src_iter_}};
   if (d_.cell == "lstm") cell_fwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_});
   if (d_.training) cell_fwd.insert({DNNL_ARG_WORKSPACE, workspace_});
-  add_primitive(cost(ci++), cp.fwd_impl, cp.fwd, cell_fwd);
+  if (d_.decomposed) {
+    add_decomposed_forward(ci, dp);
+    ci += 3;
+    impl_ = dp.projection.impl;
+  } else {
+    add_primitive(ci++, cp.fwd_impl, cp.fwd, cell_fwd);
+    impl_ = cp.fwd_impl;
+  }
   const memory ip_src_mem(ip_src, engine_, dst_layer_.get_data_handle());
-  add_primitive(cost(ci++), impl_of(ip_fwd), dnnl::inner_product_forward(ip_fwd),
+  add_primitive(ci++, impl_of(ip_fwd), dnnl::inner_product_forward(ip_fwd),
                 {{DNNL_ARG_SRC, ip_src_mem},
                  {DNNL_ARG_WEIGHTS, dense_w_},
                  {DNNL_ARG_BIAS, dense_b_},
                  {DNNL_ARG_DST, logits_}});
-  add_primitive(cost(ci++), impl_of(sm_pd), dnnl::softmax_forward(sm_pd),
+  add_primitive(ci++, impl_of(sm_pd), dnnl::softmax_forward(sm_pd),
                 {{DNNL_ARG_SRC, logits_}, {DNNL_ARG_DST, logits_}});
-  impl_ = cp.fwd_impl;
   if (d_.training) {
     // Mean cross-entropy over the N positions; its gradient (p - onehot) / N written over p.
-    ops_.push_back({cost(ci++), "tbb", [this, V] {
-                      float* p = f32(logits_);
-                      const auto n = tokens_.size();
-                      const float inv_n = 1.0F / static_cast<float>(n);
-                      loss_ = tbb::parallel_deterministic_reduce(
-                                  tbb::blocked_range<std::size_t>(0, n, 64), 0.0,
-                                  [&](const auto& r, double acc) {
-                                    for (std::size_t i = r.begin(); i != r.end(); ++i) {
-                                      float* row = p + i * static_cast<std::size_t>(V);
-                                      const auto t = static_cast<std::size_t>(targets_[i]);
-                                      acc -= std::log(std::max(row[t], 1e-30F));
-                                      for (std::int64_t j = 0; j < V; ++j) row[j] *= inv_n;
-                                      row[t] -= inv_n;
-                                    }
-                                    return acc;
-                                  },
-                                  std::plus<>()) /
-                              static_cast<double>(n);
-                    }});
+    add_op(ci++, "host:tbb", [this, V] {
+      float* p = f32(logits_);
+      const auto n = tokens_.size();
+      const float inv_n = 1.0F / static_cast<float>(n);
+      loss_ = tbb::parallel_deterministic_reduce(
+                  tbb::blocked_range<std::size_t>(0, n, 64), 0.0,
+                  [&](const auto& r, double acc) {
+                    for (std::size_t i = r.begin(); i != r.end(); ++i) {
+                      float* row = p + i * static_cast<std::size_t>(V);
+                      const auto t = static_cast<std::size_t>(targets_[i]);
+                      acc -= std::log(std::max(row[t], 1e-30F));
+                      for (std::int64_t j = 0; j < V; ++j) row[j] *= inv_n;
+                      row[t] -= inv_n;
+                    }
+                    return acc;
+                  },
+                  std::plus<>()) /
+              static_cast<double>(n);
+    });
     const memory ip_diff_src(ip_src, engine_, diff_dst_layer_.get_data_handle());
-    add_primitive(cost(ci++), impl_of(ip_bwd_data), dnnl::inner_product_backward_data(ip_bwd_data),
+    add_primitive(ci++, impl_of(ip_bwd_data), dnnl::inner_product_backward_data(ip_bwd_data),
                   {{DNNL_ARG_DIFF_DST, logits_},
                    {DNNL_ARG_WEIGHTS, dense_w_},
                    {DNNL_ARG_DIFF_SRC, ip_diff_src}});
-    add_primitive(cost(ci++), impl_of(ip_bwd_w), dnnl::inner_product_backward_weights(ip_bwd_w),
+    add_primitive(ci++, impl_of(ip_bwd_w), dnnl::inner_product_backward_weights(ip_bwd_w),
                   {{DNNL_ARG_SRC, ip_src_mem},
                    {DNNL_ARG_DIFF_DST, logits_},
                    {DNNL_ARG_DIFF_WEIGHTS, dense_dw_},
                    {DNNL_ARG_DIFF_BIAS, dense_db_}});
-    const OpCost reorder_cost = cost(ci++);
-    if (reorder_weights) {
-      const dnnl::reorder rl(ro_layer), ri(ro_iter);
-      ops_.push_back({reorder_cost, impl_of(ro_layer), [this, rl, ri] {
-                        rl.execute(stream_, w_layer_, w_layer_bwd_);
-                        ri.execute(stream_, w_iter_, w_iter_bwd_);
-                      }});
+    if (d_.decomposed) {
+      add_decomposed_backward(ci, dp);
+      ci += 4;
+    } else {
+      const std::size_t reorder_slot = ci++;
+      if (reorder_weights) {
+        const dnnl::reorder rl(ro_layer), ri(ro_iter);
+        add_op(reorder_slot, impl_of(ro_layer), [this, rl, ri] {
+          rl.execute(stream_, w_layer_, w_layer_bwd_);
+          ri.execute(stream_, w_iter_, w_iter_bwd_);
+        });
+      }
+      Args cell_bwd{{DNNL_ARG_SRC_LAYER, src_layer_},
+                    {DNNL_ARG_WEIGHTS_LAYER, w_layer_bwd_},
+                    {DNNL_ARG_WEIGHTS_ITER, w_iter_bwd_},
+                    {DNNL_ARG_BIAS, bias_},
+                    {DNNL_ARG_DST_LAYER, dst_layer_},
+                    {DNNL_ARG_DIFF_DST_LAYER, diff_dst_layer_},
+                    {DNNL_ARG_WORKSPACE, workspace_},
+                    {DNNL_ARG_DIFF_SRC_LAYER, diff_src_layer_},
+                    {DNNL_ARG_DIFF_WEIGHTS_LAYER, dw_layer_},
+                    {DNNL_ARG_DIFF_WEIGHTS_ITER, dw_iter_},
+                    {DNNL_ARG_DIFF_BIAS, dbias_},
+                    {DNNL_ARG_SRC_ITER, src_iter_},
+                    {DNNL_ARG_DIFF_SRC_ITER, diff_src_iter_}};
+      if (d_.cell == "lstm") {
+        cell_bwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_});
+        cell_bwd.insert({DNNL_ARG_DIFF_SRC_ITER_C, diff_src_iter_c_});
+      }
+      add_primitive(ci++, cp.bwd_impl, cp.bwd, cell_bwd);
     }
-    Args cell_bwd{{DNNL_ARG_SRC_LAYER, src_layer_},
-                  {DNNL_ARG_WEIGHTS_LAYER, w_layer_bwd_},
-                  {DNNL_ARG_WEIGHTS_ITER, w_iter_bwd_},
-                  {DNNL_ARG_BIAS, bias_},
-                  {DNNL_ARG_DST_LAYER, dst_layer_},
-                  {DNNL_ARG_DIFF_DST_LAYER, diff_dst_layer_},
-                  {DNNL_ARG_WORKSPACE, workspace_},
-                  {DNNL_ARG_DIFF_SRC_LAYER, diff_src_layer_},
-                  {DNNL_ARG_DIFF_WEIGHTS_LAYER, dw_layer_},
-                  {DNNL_ARG_DIFF_WEIGHTS_ITER, dw_iter_},
-                  {DNNL_ARG_DIFF_BIAS, dbias_},
-                  {DNNL_ARG_SRC_ITER, src_iter_},
-                  {DNNL_ARG_DIFF_SRC_ITER, diff_src_iter_}};
-    if (d_.cell == "lstm") {
-      cell_bwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_});
-      cell_bwd.insert({DNNL_ARG_DIFF_SRC_ITER_C, diff_src_iter_c_});
-    }
-    add_primitive(cost(ci++), cp.bwd_impl, cp.bwd, cell_bwd);
-    ops_.push_back({cost(ci++), "tbb", [this, E] {
-                      embedding_scatter_add(index_, span_of(diff_src_layer_), E,
-                                            span_of(table_grad_));
-                    }});
-    ops_.push_back({cost(ci++), "tbb", [this, E] {
-                      float* w = f32(table_);
-                      const float* g = f32(table_grad_);
-                      const float lr = lr_;
-                      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, index_.rows.size(), 16),
-                                        [&](const auto& r) {
-                                          for (std::size_t u = r.begin(); u != r.end(); ++u) {
-                                            const auto off =
-                                                static_cast<std::size_t>(index_.rows[u]) *
-                                                static_cast<std::size_t>(E);
-                                            for (std::int64_t j = 0; j < E; ++j) {
-                                              w[off + j] -= lr * g[off + j];
-                                            }
-                                          }
-                                        });
-                    }});
-    // oneDNN accumulates into the cells' diff weights: zero them as they are consumed.
-    ops_.push_back({cost(ci++), "tbb", [this] {
-                      sgd(span_of(w_layer_), span_of(dw_layer_), lr_, true);
-                      sgd(span_of(w_iter_), span_of(dw_iter_), lr_, true);
-                      sgd(span_of(bias_), span_of(dbias_), lr_, true);
-                    }});
-    ops_.push_back({cost(ci++), "tbb", [this] {
-                      sgd(span_of(dense_w_), span_of(dense_dw_), lr_, false);
-                      sgd(span_of(dense_b_), span_of(dense_db_), lr_, false);
-                    }});
+    add_op(ci++, "host:tbb", [this, E] {
+      embedding_scatter_add(index_, span_of(diff_src_layer_), E, span_of(table_grad_));
+    });
+    add_op(ci++, "host:tbb", [this, E] {
+      float* w = f32(table_);
+      const float* g = f32(table_grad_);
+      const float lr = lr_;
+      tbb::parallel_for(
+          tbb::blocked_range<std::size_t>(0, index_.rows.size(), 16), [&](const auto& r) {
+            for (std::size_t u = r.begin(); u != r.end(); ++u) {
+              const auto off =
+                  static_cast<std::size_t>(index_.rows[u]) * static_cast<std::size_t>(E);
+              for (std::int64_t j = 0; j < E; ++j) {
+                w[off + j] -= lr * g[off + j];
+              }
+            }
+          });
+    });
+    // oneDNN accumulates into the cells' diff weights: zero them as they are consumed. The
+    // decomposed matmuls overwrite theirs.
+    add_op(ci++, "host:tbb", [this, zero = !d_.decomposed] {
+      sgd(span_of(w_layer_), span_of(dw_layer_), lr_, zero);
+      sgd(span_of(w_iter_), span_of(dw_iter_), lr_, zero);
+      sgd(span_of(bias_), span_of(dbias_), lr_, zero);
+    });
+    add_op(ci++, "host:tbb", [this] {
+      sgd(span_of(dense_w_), span_of(dense_dw_), lr_, false);
+      sgd(span_of(dense_b_), span_of(dense_db_), lr_, false);
+    });
   }
-  if (ci != costs.size()) throw std::logic_error("rnn: ops and op_costs() disagree");
+  if (ci != costs_.size()) throw std::logic_error("rnn: ops and op_costs() disagree");
 
   counts_ = rnn_counts(config);
   counts_.memory_bytes = allocated_bytes_;
+}
+
+// Forward of the decomposed cells, layer by layer: the input projection of all T steps in one
+// matmul, then per step the recurrent matmul(s) and the cell's element-wise update on the host.
+// Slots: slot projection, slot + 1 recurrent matmuls, slot + 2 element-wise.
+void RnnModelImpl::add_decomposed_forward(std::size_t slot, const DecomposedPds& dp) {
+  const std::int64_t L = d_.L, T = d_.T, B = d_.B, H = d_.H, I = d_.E, GH = d_.G * d_.H;
+  const auto N = static_cast<std::size_t>(d_.rows());
+  const auto z = [](std::int64_t v) { return static_cast<std::size_t>(v); };
+  const std::size_t bh = z(B * H), layer_states = N * z(H) + bh;
+  const std::string cell = d_.cell;
+  const memory::desc bias_md({1, GH}, dt::f32, tag::ab);
+  for (std::int64_t l = 0; l < L; ++l) {
+    const std::size_t keep = d_.training ? z(l) : 0;  // which kept-layer buffers this layer uses
+    const memory x =
+        l == 0 ? src_layer_ : at(states_, z(l - 1) * layer_states + bh, rows(d_.rows(), I, I));
+    const std::size_t hs = z(l) * layer_states;  // h_{-1} of this layer in states_
+    const std::size_t gs = keep * N * z(GH);     // its gates in gates_
+    const std::size_t wl = z(l) * z(I * GH), wi = z(l) * z(H * GH);
+    add_primitive(slot, dp.projection.impl, dp.projection.prim,
+                  {{DNNL_ARG_SRC, x},
+                   {DNNL_ARG_WEIGHTS, at(w_layer_, wl, rows(I, GH, GH))},
+                   {DNNL_ARG_BIAS, at(bias_, z(l * GH), bias_md)},
+                   {DNNL_ARG_DST, at(gates_, gs, rows(d_.rows(), GH, GH))}});
+    float* const states = f32(states_);
+    float* const gates = f32(gates_);
+    for (std::int64_t t = 0; t < T; ++t) {
+      float* hp = states + hs + z(t) * bh;    // h_{t-1}
+      float* h = hp + bh;                     // h_t
+      float* g = gates + gs + z(t * B * GH);  // this step's gates, B x GH
+      const memory h_prev = at(states_, hs + z(t) * bh, rows(B, H, H));
+      if (cell == "gru") {
+        const memory gm = at(gates_, gs + z(t * B * GH), rows(B, 2 * H, GH));
+        add_primitive(slot + 1, dp.recurrent.impl, dp.recurrent.prim,
+                      {{DNNL_ARG_SRC, h_prev},
+                       {DNNL_ARG_WEIGHTS, at(w_iter_, wi, rows(H, 2 * H, GH))},
+                       {DNNL_ARG_DST, gm}});
+        const std::size_t rs = keep * N * z(H) + z(t) * bh;
+        float* rh = f32(rh_) + rs;
+        // u = sigmoid, r = sigmoid, r * h_{t-1} for the candidate's recurrent product.
+        add_op(slot + 2, "host:tbb", [=] {
+          for_rows(B, 2 * H, [&](std::size_t b) {
+            float* gb = g + b * z(GH);
+            for (std::int64_t k = 0; k < 2 * H; ++k) gb[k] = sigmoid(gb[k]);
+            for (std::int64_t k = 0; k < H; ++k)
+              rh[b * z(H) + z(k)] = gb[H + k] * hp[b * z(H) + z(k)];
+          });
+        });
+        add_primitive(slot + 1, dp.recurrent_o.impl, dp.recurrent_o.prim,
+                      {{DNNL_ARG_SRC, at(rh_, rs, rows(B, H, H))},
+                       {DNNL_ARG_WEIGHTS, at(w_iter_, wi + z(2 * H), rows(H, H, GH))},
+                       {DNNL_ARG_DST, at(gates_, gs + z(t * B * GH + 2 * H), rows(B, H, GH))}});
+        // o = tanh; h = u h_{t-1} + (1 - u) o.
+        add_op(slot + 2, "host:tbb", [=] {
+          for_rows(B, H, [&](std::size_t b) {
+            float* gb = g + b * z(GH);
+            for (std::int64_t k = 0; k < H; ++k) {
+              const float u = gb[k], o = std::tanh(gb[2 * H + k]);
+              gb[2 * H + k] = o;
+              h[b * z(H) + z(k)] = u * hp[b * z(H) + z(k)] + (1.0F - u) * o;
+            }
+          });
+        });
+        continue;
+      }
+      add_primitive(slot + 1, dp.recurrent.impl, dp.recurrent.prim,
+                    {{DNNL_ARG_SRC, h_prev},
+                     {DNNL_ARG_WEIGHTS, at(w_iter_, wi, rows(H, GH, GH))},
+                     {DNNL_ARG_DST, at(gates_, gs + z(t * B * GH), rows(B, GH, GH))}});
+      if (cell == "rnn") {
+        add_op(slot + 2, "host:tbb", [=] {
+          for_rows(B, H, [&](std::size_t b) {
+            for (std::int64_t k = 0; k < H; ++k) h[b * z(H) + z(k)] = std::tanh(g[b * z(H) + z(k)]);
+          });
+        });
+        continue;
+      }
+      // LSTM, oneDNN's gate order i, f, c~, o: c = f c' + i c~, h = o tanh(c). The activated
+      // gates stay in `g` for the backward pass.
+      float* cp = f32(cstates_) + keep * layer_states + z(t) * bh;
+      float* c = cp + bh;
+      add_op(slot + 2, "host:tbb", [=] {
+        for_rows(B, 4 * H, [&](std::size_t b) {
+          float* gb = g + b * z(GH);
+          for (std::int64_t k = 0; k < H; ++k) {
+            const float i = sigmoid(gb[k]), f = sigmoid(gb[H + k]), cc = std::tanh(gb[2 * H + k]);
+            const float o = sigmoid(gb[3 * H + k]);
+            gb[k] = i;
+            gb[H + k] = f;
+            gb[2 * H + k] = cc;
+            gb[3 * H + k] = o;
+            const std::size_t j = b * z(H) + z(k);
+            c[j] = f * cp[j] + i * cc;
+            h[j] = o * std::tanh(c[j]);
+          }
+        });
+      });
+    }
+  }
+}
+
+// Backward through time of the decomposed cells, from the top layer down: per step (T-1 .. 0)
+// the gate gradients dG_t on the host and d h_{t-1} += dG_t U^T (matmul); per layer
+// dX = dG W^T, dW = X^T dG, dU = H_prev^T dG, db = 1^T dG (matmuls). The gradient of a layer's
+// output arrives in its d Y buffer (T x B x H) and the step terms are added into it, so d h_t
+// is d Y[t] once step t + 1 is done; at t = 0 they go to the unused initial-state gradient.
+// Slots: slot element-wise, slot + 1 per-step matmuls, slot + 2 dX, slot + 3 dW, dU, db.
+void RnnModelImpl::add_decomposed_backward(std::size_t slot, const DecomposedPds& dp) {
+  const std::int64_t L = d_.L, T = d_.T, B = d_.B, H = d_.H, I = d_.E, GH = d_.G * d_.H;
+  const std::int64_t Nr = d_.rows();
+  const auto N = static_cast<std::size_t>(Nr);
+  const auto z = [](std::int64_t v) { return static_cast<std::size_t>(v); };
+  const std::size_t bh = z(B * H), layer_states = N * z(H) + bh;
+  const std::string cell = d_.cell;
+  float* const states = f32(states_);
+  float* const dgates = f32(dgates_);
+  for (std::int64_t l = L - 1; l >= 0; --l) {
+    const bool even = (L - 1 - l) % 2 == 0;
+    const memory dy = even ? diff_dst_layer_ : diff_hidden_;
+    const memory dx = l == 0 ? diff_src_layer_ : (even ? diff_hidden_ : diff_dst_layer_);
+    float* const dyp = f32(dy);
+    const std::size_t hs = z(l) * layer_states, gs = z(l) * N * z(GH);
+    const std::size_t wl = z(l) * z(I * GH), wi = z(l) * z(H * GH);
+    const float* gates = f32(gates_) + gs;
+    for (std::int64_t t = T - 1; t >= 0; --t) {
+      const float* hp = states + hs + z(t) * bh;
+      const float* h = hp + bh;
+      const float* g = gates + z(t * B * GH);
+      float* dg = dgates + z(t * B * GH);
+      float* dh = dyp + z(t) * bh;
+      // Where d h_{t-1} goes: the previous step's rows of d Y, or (t = 0) the initial state's.
+      const bool first = t == 0;
+      float* dprev = first ? f32(diff_init_) : dh - bh;
+      const memory dprev_m = first ? diff_init_ : at(dy, z(t - 1) * bh, rows(B, H, H));
+      if (cell == "rnn") {
+        add_op(slot, "host:tbb", [=] {
+          for_rows(B, H, [&](std::size_t b) {
+            for (std::int64_t k = 0; k < H; ++k) {
+              const std::size_t j = b * z(H) + z(k);
+              dg[j] = dh[j] * (1.0F - h[j] * h[j]);
+            }
+          });
+        });
+      } else if (cell == "lstm") {
+        const float* cp = f32(cstates_) + z(l) * layer_states + z(t) * bh;
+        const float* c = cp + bh;
+        float* dc = f32(diff_aux_);  // d c_t from step t + 1 (0 at the last step)
+        const bool last = t == T - 1;
+        add_op(slot, "host:tbb", [=] {
+          for_rows(B, 4 * H, [&](std::size_t b) {
+            const float* gb = g + b * z(GH);
+            float* db = dg + b * z(GH);
+            for (std::int64_t k = 0; k < H; ++k) {
+              const std::size_t j = b * z(H) + z(k);
+              const float i = gb[k], f = gb[H + k], cc = gb[2 * H + k], o = gb[3 * H + k];
+              const float tc = std::tanh(c[j]);
+              const float dct = (last ? 0.0F : dc[j]) + dh[j] * o * (1.0F - tc * tc);
+              db[k] = dct * cc * i * (1.0F - i);
+              db[H + k] = dct * cp[j] * f * (1.0F - f);
+              db[2 * H + k] = dct * i * (1.0F - cc * cc);
+              db[3 * H + k] = dh[j] * tc * o * (1.0F - o);
+              dc[j] = dct * f;
+            }
+          });
+        });
+      } else {
+        // GRU: h = u h' + (1 - u) o, o = tanh(a_o + U_o (r h')).
+        float* drh = f32(diff_aux_);
+        add_op(slot, "host:tbb", [=] {
+          for_rows(B, 3 * H, [&](std::size_t b) {
+            const float* gb = g + b * z(GH);
+            float* db = dg + b * z(GH);
+            for (std::int64_t k = 0; k < H; ++k) {
+              const std::size_t j = b * z(H) + z(k);
+              const float u = gb[k], o = gb[2 * H + k];
+              db[2 * H + k] = dh[j] * (1.0F - u) * (1.0F - o * o);
+              db[k] = dh[j] * (hp[j] - o) * u * (1.0F - u);
+              dprev[j] = (first ? 0.0F : dprev[j]) + dh[j] * u;
+            }
+          });
+        });
+        add_primitive(slot + 1, dp.back_rh.impl, dp.back_rh.prim,
+                      {{DNNL_ARG_SRC, at(dgates_, z(t * B * GH + 2 * H), rows(B, H, GH))},
+                       {DNNL_ARG_WEIGHTS, at(w_iter_, wi + z(2 * H), cols(H, H, GH))},
+                       {DNNL_ARG_DST, diff_aux_}});
+        add_op(slot, "host:tbb", [=] {
+          for_rows(B, H, [&](std::size_t b) {
+            const float* gb = g + b * z(GH);
+            float* db = dg + b * z(GH);
+            for (std::int64_t k = 0; k < H; ++k) {
+              const std::size_t j = b * z(H) + z(k);
+              const float r = gb[H + k];
+              db[H + k] = drh[j] * hp[j] * r * (1.0F - r);
+              dprev[j] += drh[j] * r;
+            }
+          });
+        });
+        add_primitive(slot + 1, dp.back_rec.impl, dp.back_rec.prim,
+                      {{DNNL_ARG_SRC, at(dgates_, z(t * B * GH), rows(B, 2 * H, GH))},
+                       {DNNL_ARG_WEIGHTS, at(w_iter_, wi, cols(2 * H, H, GH))},
+                       {DNNL_ARG_DST, dprev_m}});
+        continue;
+      }
+      const Matmul& m = first ? dp.back_rec_init : dp.back_rec;
+      add_primitive(slot + 1, m.impl, m.prim,
+                    {{DNNL_ARG_SRC, at(dgates_, z(t * B * GH), rows(B, GH, GH))},
+                     {DNNL_ARG_WEIGHTS, at(w_iter_, wi, cols(GH, H, GH))},
+                     {DNNL_ARG_DST, dprev_m}});
+    }
+    const memory x =
+        l == 0 ? src_layer_ : at(states_, z(l - 1) * layer_states + bh, rows(Nr, I, I));
+    const memory dg_all = at(dgates_, 0, rows(Nr, GH, GH));
+    add_primitive(slot + 2, dp.back_data.impl, dp.back_data.prim,
+                  {{DNNL_ARG_SRC, dg_all},
+                   {DNNL_ARG_WEIGHTS, at(w_layer_, wl, cols(GH, I, GH))},
+                   {DNNL_ARG_DST, at(dx, 0, rows(Nr, I, I))}});
+    add_primitive(slot + 3, dp.back_w.impl, dp.back_w.prim,
+                  {{DNNL_ARG_SRC, at(x, 0, cols(I, Nr, I))},
+                   {DNNL_ARG_WEIGHTS, dg_all},
+                   {DNNL_ARG_DST, at(dw_layer_, wl, rows(I, GH, GH))}});
+    const memory h_prev_t = at(states_, hs, cols(H, Nr, H));
+    if (cell == "gru") {
+      add_primitive(slot + 3, dp.back_u_ur.impl, dp.back_u_ur.prim,
+                    {{DNNL_ARG_SRC, h_prev_t},
+                     {DNNL_ARG_WEIGHTS, at(dgates_, 0, rows(Nr, 2 * H, GH))},
+                     {DNNL_ARG_DST, at(dw_iter_, wi, rows(H, 2 * H, GH))}});
+      add_primitive(slot + 3, dp.back_u_o.impl, dp.back_u_o.prim,
+                    {{DNNL_ARG_SRC, at(rh_, z(l) * N * z(H), cols(H, Nr, H))},
+                     {DNNL_ARG_WEIGHTS, at(dgates_, z(2 * H), rows(Nr, H, GH))},
+                     {DNNL_ARG_DST, at(dw_iter_, wi + z(2 * H), rows(H, H, GH))}});
+    } else {
+      add_primitive(slot + 3, dp.back_w.impl, dp.back_w.prim,
+                    {{DNNL_ARG_SRC, h_prev_t},
+                     {DNNL_ARG_WEIGHTS, dg_all},
+                     {DNNL_ARG_DST, at(dw_iter_, wi, rows(H, GH, GH))}});
+    }
+    add_primitive(slot + 3, dp.back_bias.impl, dp.back_bias.prim,
+                  {{DNNL_ARG_SRC, at(ones_, 0, rows(1, Nr, Nr))},
+                   {DNNL_ARG_WEIGHTS, dg_all},
+                   {DNNL_ARG_DST, at(dbias_, z(l * GH), rows(1, GH, GH))}});
+  }
 }
 
 std::vector<float> RnnModelImpl::read_plain(const memory& m, const memory::desc& plain) const {
@@ -761,21 +1251,27 @@ void RnnModelImpl::set_params(const RnnParams& p) {
 
 std::vector<store::OpRecord> RnnModelImpl::profile_step() {
   std::vector<store::OpRecord> records;
-  records.reserve(ops_.size());
+  records.reserve(costs_.size());
   arena_.execute([&] {
+    std::vector<double> time_s(costs_.size(), 0.0);
     for (auto& op : ops_) {
       const auto start = std::chrono::steady_clock::now();
       op.run();
       stream_.wait();
       const std::chrono::duration<double> dt_s = std::chrono::steady_clock::now() - start;
+      time_s[op.slot] += dt_s.count();
+    }
+    for (std::size_t i = 0; i < costs_.size(); ++i) {
+      if (slot_impl_[i].empty()) continue;  // nothing ran (a reorder the layouts made needless)
+      const OpCost& c = costs_[i];
       store::OpRecord r;
-      r.layer = op.cost.layer;
-      r.op = op.cost.op;
-      r.phase = op.cost.phase;
-      r.time_s = dt_s.count();
-      r.flops = op.cost.flops;
-      r.bytes = op.cost.bytes;
-      r.impl = op.impl;
+      r.layer = c.layer;
+      r.op = c.op;
+      r.phase = c.phase;
+      r.time_s = time_s[i];
+      r.flops = c.flops;
+      r.bytes = c.bytes;
+      r.impl = slot_impl_[i];
       records.push_back(std::move(r));
     }
   });

@@ -21,7 +21,7 @@ namespace {
 
 Config rnn_config(const std::string& cell, std::int64_t layers, std::int64_t embedding,
                   std::int64_t length, std::int64_t vocab, std::int64_t batch,
-                  const std::string& mode = "training") {
+                  const std::string& mode = "training", const std::string& algorithm = "default") {
   Config c;
   c.family = Family::rnn;
   c.cell = cell;
@@ -31,7 +31,25 @@ Config rnn_config(const std::string& cell, std::int64_t layers, std::int64_t emb
   c.vocab = vocab;
   c.batch = batch;
   c.knobs.mode = mode;
+  c.knobs.algorithm = algorithm;
   return c;
+}
+
+// Largest |a - b| relative to the largest |b| (and absolute below 1e-3).
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double scale = 1e-3, err = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, static_cast<double>(std::abs(b[i])));
+    err = std::max(err, static_cast<double>(std::abs(a[i] - b[i])));
+  }
+  return err / scale;
+}
+
+std::vector<float> minus(const std::vector<float>& a, const std::vector<float>& b) {
+  std::vector<float> d(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) d[i] = a[i] - b[i];
+  return d;
 }
 
 struct ParamsD {
@@ -136,94 +154,147 @@ double reference_loss(const Config& c, const ParamsD& p, const std::vector<std::
 }  // namespace
 
 TEST_CASE("rnn: one step of each cell matches the reference forward and its gradients") {
+  for (const std::string algorithm : {"fused", "decomposed"}) {
+    for (const std::string cell : {"rnn", "lstm", "gru"}) {
+      CAPTURE(algorithm);
+      CAPTURE(cell);
+      const Config c = rnn_config(cell, 2, 6, 4, 9, 3, "training", algorithm);
+      auto model = dw::build_rnn_model(c, 7);
+      model->set_learning_rate(1.0F);
+      const dw::RnnParams before = model->params();
+      const ParamsD p0 = to_double(before);
+      std::vector<double> ref_hidden;
+      const double ref_loss = reference_loss(c, p0, model->tokens(), model->targets(), &ref_hidden);
+
+      model->step();
+      CHECK(model->last_loss() == doctest::Approx(ref_loss).epsilon(1e-5));
+      const std::vector<float> hidden = model->hidden();
+      REQUIRE(hidden.size() == ref_hidden.size());
+      double max_err = 0;
+      for (std::size_t i = 0; i < hidden.size(); ++i) {
+        max_err = std::max(max_err, std::abs(hidden[i] - ref_hidden[i]));
+      }
+      CHECK(max_err < 1e-5);
+
+      // Gradient the model applied (lr = 1): before - after. Central differences of the double
+      // reference, on a few weights of every tensor.
+      const ParamsD p1 = to_double(model->params());
+      struct Probe {
+        std::string name;
+        std::vector<double> ParamsD::*tensor;
+        std::vector<std::size_t> at;
+      };
+      const std::size_t used_row = static_cast<std::size_t>(model->tokens()[0]) * 6;
+      const std::size_t layer1 = static_cast<std::size_t>(6 * dw::rnn_gates(cell) * 6);
+      const std::vector<Probe> probes = {
+          {"embedding", &ParamsD::embedding, {used_row, used_row + 5}},
+          {"weights_layer", &ParamsD::weights_layer, {0, 7, layer1 + 3, layer1 + 11}},
+          {"weights_iter", &ParamsD::weights_iter, {1, 13, layer1 + 2, layer1 + 17}},
+          {"bias", &ParamsD::bias, {0, 5, static_cast<std::size_t>(6 * dw::rnn_gates(cell)) + 1}},
+          {"dense_weights", &ParamsD::dense_weights, {0, 8, 29, 53}},
+          {"dense_bias", &ParamsD::dense_bias, {0, 4, 8}},
+      };
+      double max_fd = 0;
+      for (const auto& probe : probes) {
+        for (const std::size_t i : probe.at) {
+          CAPTURE(probe.name);
+          CAPTURE(i);
+          const double h = 1e-5;
+          ParamsD pp = p0, pm = p0;
+          (pp.*probe.tensor)[i] += h;
+          (pm.*probe.tensor)[i] -= h;
+          const double fd = (reference_loss(c, pp, model->tokens(), model->targets(), nullptr) -
+                             reference_loss(c, pm, model->tokens(), model->targets(), nullptr)) /
+                            (2 * h);
+          const double applied = (p0.*probe.tensor)[i] - (p1.*probe.tensor)[i];
+          CAPTURE(applied);
+          CAPTURE(fd);
+          CHECK(std::abs(applied - fd) <= 2e-3 * std::abs(fd) + 2e-6);
+          max_fd = std::max(max_fd, std::abs(fd));
+        }
+      }
+      CHECK(max_fd > 1e-3);  // the probes are not all trivially zero
+    }
+  }
+}
+
+TEST_CASE("rnn decomposed: forward, loss and every gradient equal the fused primitive's") {
   for (const std::string cell : {"rnn", "lstm", "gru"}) {
     CAPTURE(cell);
-    const Config c = rnn_config(cell, 2, 6, 4, 9, 3);
-    auto model = dw::build_rnn_model(c, 7);
-    model->set_learning_rate(1.0F);
-    const dw::RnnParams before = model->params();
-    const ParamsD p0 = to_double(before);
-    std::vector<double> ref_hidden;
-    const double ref_loss = reference_loss(c, p0, model->tokens(), model->targets(), &ref_hidden);
-
-    model->step();
-    CHECK(model->last_loss() == doctest::Approx(ref_loss).epsilon(1e-5));
-    const std::vector<float> hidden = model->hidden();
-    REQUIRE(hidden.size() == ref_hidden.size());
-    double max_err = 0;
-    for (std::size_t i = 0; i < hidden.size(); ++i) {
-      max_err = std::max(max_err, std::abs(hidden[i] - ref_hidden[i]));
+    // Sizes off oneDNN's 16-element blocks; 3 layers, so both gradient buffers alternate.
+    auto fused = dw::build_rnn_model(rnn_config(cell, 3, 19, 7, 23, 5, "training", "fused"), 4);
+    auto dec = dw::build_rnn_model(rnn_config(cell, 3, 19, 7, 23, 5, "training", "decomposed"), 4);
+    REQUIRE(fused->tokens() == dec->tokens());
+    const dw::RnnParams p0 = fused->params();
+    dec->set_params(p0);
+    fused->set_learning_rate(1.0F);
+    dec->set_learning_rate(1.0F);
+    for (int step = 0; step < 3; ++step) {
+      CAPTURE(step);
+      const dw::RnnParams before = fused->params();
+      fused->step();
+      dec->step();
+      CHECK(dec->last_loss() == doctest::Approx(fused->last_loss()).epsilon(1e-6));
+      CHECK(max_rel_diff(dec->hidden(), fused->hidden()) < 1e-5);
+      // The applied gradients (lr = 1): before - after, per tensor.
+      const dw::RnnParams pf = fused->params(), pd = dec->params();
+      CHECK(max_rel_diff(minus(before.weights_layer, pd.weights_layer),
+                         minus(before.weights_layer, pf.weights_layer)) < 1e-4);
+      CHECK(max_rel_diff(minus(before.weights_iter, pd.weights_iter),
+                         minus(before.weights_iter, pf.weights_iter)) < 1e-4);
+      CHECK(max_rel_diff(minus(before.bias, pd.bias), minus(before.bias, pf.bias)) < 1e-4);
+      CHECK(max_rel_diff(minus(before.embedding, pd.embedding),
+                         minus(before.embedding, pf.embedding)) < 1e-4);
+      CHECK(max_rel_diff(minus(before.dense_weights, pd.dense_weights),
+                         minus(before.dense_weights, pf.dense_weights)) < 1e-4);
+      dec->set_params(pf);  // the next step starts from identical weights again
     }
-    CHECK(max_err < 1e-5);
-
-    // Gradient the model applied (lr = 1): before - after. Central differences of the double
-    // reference, on a few weights of every tensor.
-    const ParamsD p1 = to_double(model->params());
-    struct Probe {
-      std::string name;
-      std::vector<double> ParamsD::*tensor;
-      std::vector<std::size_t> at;
-    };
-    const std::size_t used_row = static_cast<std::size_t>(model->tokens()[0]) * 6;
-    const std::size_t layer1 = static_cast<std::size_t>(6 * dw::rnn_gates(cell) * 6);
-    const std::vector<Probe> probes = {
-        {"embedding", &ParamsD::embedding, {used_row, used_row + 5}},
-        {"weights_layer", &ParamsD::weights_layer, {0, 7, layer1 + 3, layer1 + 11}},
-        {"weights_iter", &ParamsD::weights_iter, {1, 13, layer1 + 2, layer1 + 17}},
-        {"bias", &ParamsD::bias, {0, 5, static_cast<std::size_t>(6 * dw::rnn_gates(cell)) + 1}},
-        {"dense_weights", &ParamsD::dense_weights, {0, 8, 29, 53}},
-        {"dense_bias", &ParamsD::dense_bias, {0, 4, 8}},
-    };
-    double max_fd = 0;
-    for (const auto& probe : probes) {
-      for (const std::size_t i : probe.at) {
-        CAPTURE(probe.name);
-        CAPTURE(i);
-        const double h = 1e-5;
-        ParamsD pp = p0, pm = p0;
-        (pp.*probe.tensor)[i] += h;
-        (pm.*probe.tensor)[i] -= h;
-        const double fd = (reference_loss(c, pp, model->tokens(), model->targets(), nullptr) -
-                           reference_loss(c, pm, model->tokens(), model->targets(), nullptr)) /
-                          (2 * h);
-        const double applied = (p0.*probe.tensor)[i] - (p1.*probe.tensor)[i];
-        CAPTURE(applied);
-        CAPTURE(fd);
-        CHECK(std::abs(applied - fd) <= 2e-3 * std::abs(fd) + 2e-6);
-        max_fd = std::max(max_fd, std::abs(fd));
-      }
+    // Same FLOPs by the convention; the /ops rows are those of the decomposed cells.
+    CHECK(dec->counts().flops == fused->counts().flops);
+    bool matmul = false, eltwise = false;
+    for (const auto& op : dec->profile_step()) {
+      matmul = matmul || (op.op == "matmul" && op.phase == "backward_weights");
+      eltwise = eltwise || (op.op == "eltwise" && op.phase == "forward");
+      CHECK(op.op != cell);
     }
-    CHECK(max_fd > 1e-3);  // the probes are not all trivially zero
+    CHECK(matmul);
+    CHECK(eltwise);
   }
 }
 
 TEST_CASE("rnn: a tiny model of each cell lowers its loss with SGD") {
-  for (const std::string cell : {"rnn", "lstm", "gru"}) {
-    CAPTURE(cell);
-    auto model = dw::build_rnn_model(rnn_config(cell, 2, 16, 6, 12, 4), 3);
-    model->set_learning_rate(1.0F);
-    model->step();
-    const double first = model->last_loss();
-    CHECK(first == doctest::Approx(std::log(12.0)).epsilon(0.1));
-    // Random targets: the loss first falls to about their unigram entropy (~2.0 here).
-    for (int i = 0; i < 10; ++i) model->step();
-    CHECK(model->last_loss() < 0.9 * first);
+  for (const std::string algorithm : {"fused", "decomposed"}) {
+    for (const std::string cell : {"rnn", "lstm", "gru"}) {
+      CAPTURE(algorithm);
+      CAPTURE(cell);
+      auto model = dw::build_rnn_model(rnn_config(cell, 2, 16, 6, 12, 4, "training", algorithm), 3);
+      model->set_learning_rate(1.0F);
+      model->step();
+      const double first = model->last_loss();
+      CHECK(first == doctest::Approx(std::log(12.0)).epsilon(0.1));
+      // Random targets: the loss first falls to about their unigram entropy (~2.0 here).
+      for (int i = 0; i < 10; ++i) model->step();
+      CHECK(model->last_loss() < 0.9 * first);
+    }
   }
 }
 
 TEST_CASE("rnn: an inference model computes the training model's forward") {
-  const Config train = rnn_config("lstm", 2, 16, 5, 20, 8);
-  Config infer = train;
-  infer.knobs.mode = "inference";
-  auto a = dw::build_rnn_model(train, 11);
-  auto b = dw::build_rnn_model(infer, 11);
-  a->step();
-  b->step();
-  CHECK(std::isnan(b->last_loss()));
-  const auto ha = a->hidden(), hb = b->hidden();
-  REQUIRE(ha.size() == hb.size());
-  for (std::size_t i = 0; i < ha.size(); ++i)
-    REQUIRE(ha[i] == doctest::Approx(hb[i]).epsilon(1e-4));
+  for (const std::string algorithm : {"fused", "decomposed"}) {
+    for (const std::string cell : {"lstm", "gru"}) {
+      CAPTURE(algorithm);
+      CAPTURE(cell);
+      const Config train = rnn_config(cell, 2, 16, 5, 20, 8, "training", algorithm);
+      Config infer = train;
+      infer.knobs.mode = "inference";
+      auto a = dw::build_rnn_model(train, 11);
+      auto b = dw::build_rnn_model(infer, 11);
+      a->step();
+      b->step();
+      CHECK(std::isnan(b->last_loss()));
+      CHECK(max_rel_diff(b->hidden(), a->hidden()) < 1e-4);
+    }
+  }
 }
 
 TEST_CASE("rnn: embedding scatter-add with repeated tokens matches a serial reference") {
@@ -260,6 +331,11 @@ TEST_CASE("rnn: counts() equal rnn_counts(), memory prediction within 25%") {
       rnn_config("lstm", 1, 100, 10, 1024, 64, "inference"),
       rnn_config("gru", 2, 64, 12, 4096, 32, "inference"),
       rnn_config("lstm", 1, 256, 30, 4096, 64),
+      rnn_config("rnn", 3, 32, 8, 500, 64, "training", "decomposed"),
+      rnn_config("lstm", 2, 64, 10, 1000, 32, "training", "decomposed"),
+      rnn_config("gru", 2, 128, 20, 2000, 16, "training", "decomposed"),
+      rnn_config("lstm", 1, 100, 10, 1024, 64, "inference", "decomposed"),
+      rnn_config("gru", 2, 64, 12, 4096, 32, "inference", "decomposed"),
   };
   for (const auto& c : configs) {
     CAPTURE(c.label());
@@ -301,8 +377,8 @@ TEST_CASE("rnn: unsupported knobs and parameters are reported, not crashed on") 
   c.knobs.dtype = "bf16";
   CHECK_THROWS_AS(dw::rnn_counts(c), dw::Unsupported);
   c.knobs.dtype = "f32";
-  c.knobs.algorithm = "decomposed";
-  CHECK_THROWS_WITH_AS(dw::build_rnn_model(c, 1), doctest::Contains("not implemented yet"),
+  c.knobs.algorithm = "winograd";
+  CHECK_THROWS_WITH_AS(dw::build_rnn_model(c, 1), doctest::Contains("unknown algorithm"),
                        dw::Unsupported);
   c.knobs.algorithm = "fused";
   c.cell = "transformer";
