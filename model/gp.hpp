@@ -1,0 +1,77 @@
+// Gaussian-process regression with an explicit linear mean (a trend whose coefficients have a
+// vague prior and are integrated out): Rasmussen & Williams, "Gaussian Processes for Machine
+// Learning" (2006), sec. 2.7. Far from the data a prediction follows the trend and its variance
+// grows with the trend's own uncertainty instead of collapsing to a constant.
+#pragma once
+
+#include <Eigen/Dense>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace dnnscape::model {
+
+// Hyperparameters of the ARD Matern-5/2 kernel plus Gaussian noise.
+struct GpHyper {
+  std::vector<double> length_scales;  // one per input dimension
+  double signal_var = 1;
+  double noise_var = 1e-4;
+};
+
+struct GpFitOptions {
+  std::size_t max_hyper_points = 400;  // subsample used for the marginal-likelihood search
+  int max_evals = 120;                 // per start of the optimiser
+  std::uint64_t seed = 1;
+  double min_noise_var = 1e-6;  // in units of y (here: log metric); keeps K well conditioned
+};
+
+struct GpPrediction {
+  double mean = 0;
+  double var = 0;  // of a new measurement: latent variance + noise + trend uncertainty
+};
+
+// Fitted process: X (n x d inputs), H (n x p basis, usually [1, X]), y.
+class Gp {
+ public:
+  // Hyperparameters by maximising the log marginal likelihood of the OLS residuals of y on H
+  // (NLopt L-BFGS from two starts, analytic gradient), then the posterior on all n points.
+  static Gp fit(const Eigen::MatrixXd& x, const Eigen::MatrixXd& h, const Eigen::VectorXd& y,
+                const GpFitOptions& options);
+  // The posterior for given hyperparameters (no search).
+  static Gp with_hyper(const Eigen::MatrixXd& x, const Eigen::MatrixXd& h, const Eigen::VectorXd& y,
+                       const GpHyper& hyper);
+
+  // One row of xs / hs per query point.
+  [[nodiscard]] std::vector<GpPrediction> predict(const Eigen::MatrixXd& xs,
+                                                  const Eigen::MatrixXd& hs) const;
+
+  // Greedy batch of up to k query rows with the largest predictive variance, each picked
+  // conditioned on the ones before it (as if they had been measured): so a batch spreads out
+  // instead of piling onto one uncertain corner. Returns (row, standard deviation at pick time).
+  [[nodiscard]] std::vector<std::pair<std::size_t, double>> select_batch(const Eigen::MatrixXd& xs,
+                                                                         const Eigen::MatrixXd& hs,
+                                                                         std::size_t k) const;
+
+  // Leave-one-out residuals of the training points in standard deviations (R&W eq. 5.12, with
+  // the trend held fixed): alpha_i / sqrt([K^-1]_ii).
+  [[nodiscard]] std::vector<double> loo_z() const;
+
+  [[nodiscard]] const GpHyper& hyper() const { return hyper_; }
+  [[nodiscard]] const Eigen::VectorXd& beta() const { return beta_; }
+  [[nodiscard]] double log_marginal_likelihood() const { return lml_; }
+
+ private:
+  Eigen::MatrixXd x_, h_;
+  GpHyper hyper_;
+  Eigen::LLT<Eigen::MatrixXd> chol_;    // of K + noise
+  Eigen::VectorXd beta_;                // GLS trend coefficients
+  Eigen::VectorXd alpha_;               // K^-1 (y - H beta)
+  Eigen::MatrixXd g_;                   // L^-1 H
+  Eigen::LLT<Eigen::MatrixXd> a_chol_;  // of H' K^-1 H (+ a tiny ridge)
+  double lml_ = 0;
+};
+
+// Matern-5/2 ARD covariance between the rows of a and b (no noise).
+Eigen::MatrixXd matern52(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b, const GpHyper& h);
+
+}  // namespace dnnscape::model

@@ -1,0 +1,619 @@
+#include "model/model.hpp"
+
+#include <fmt/format.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "model/gp.hpp"
+#include "space/grid.hpp"
+
+namespace dnnscape::model {
+
+struct Panel::Posterior {
+  Gp gp;
+};
+
+namespace {
+
+// The text dimensions of a config: string parameters and knobs (threads as a level: 0 means
+// "all cores", not a magnitude).
+constexpr std::string_view kTextDims[] = {"block_fn",  "cell",    "mode",   "dtype",
+                                          "algorithm", "isa_cap", "threads"};
+constexpr std::string_view kPhysical[] = {"compute_s", "memory_s", "roofline_s", "params"};
+
+std::string text_value(const space::Config& c, std::string_view dim) {
+  if (const auto* s = space::string_param(c, dim)) return *s;
+  if (dim == "mode") return c.knobs.mode;
+  if (dim == "dtype") return c.knobs.dtype;
+  if (dim == "algorithm") return c.knobs.algorithm;
+  if (dim == "isa_cap") return c.knobs.isa_cap;
+  return std::to_string(c.knobs.threads);
+}
+
+double peak_for(const System& s, const std::string& dtype) {
+  if (dtype == "bf16" && std::isfinite(s.peak_gflops_bf16) && s.peak_gflops_bf16 > 0)
+    return s.peak_gflops_bf16;
+  return s.peak_gflops_f32;
+}
+
+double physical(const System& s, const Point& p, std::string_view q) {
+  const double compute = p.flops / (peak_for(s, p.config.knobs.dtype) * 1e9);
+  const double memory = p.bytes / (s.mem_bandwidth_gbs * 1e9);
+  if (q == "compute_s") return compute;
+  if (q == "memory_s") return memory;
+  if (q == "roofline_s") return std::max(compute, memory);
+  return p.params;
+}
+
+double raw_feature(const System& s, const Feature& f, const Point& p) {
+  switch (f.kind) {
+    case Feature::Kind::log2_param:
+      return std::log2(static_cast<double>(*space::int_param(p.config, f.param)));
+    case Feature::Kind::indicator:
+      return text_value(p.config, f.param) == f.level ? 1.0 : 0.0;
+    case Feature::Kind::physical:
+      return std::log2(physical(s, p, f.param));
+  }
+  return 0;
+}
+
+std::string kind_name(Feature::Kind k) {
+  switch (k) {
+    case Feature::Kind::log2_param:
+      return "log2_param";
+    case Feature::Kind::indicator:
+      return "indicator";
+    case Feature::Kind::physical:
+      return "physical";
+  }
+  return "";
+}
+
+Feature::Kind kind_from(const std::string& s) {
+  if (s == "log2_param") return Feature::Kind::log2_param;
+  if (s == "indicator") return Feature::Kind::indicator;
+  if (s == "physical") return Feature::Kind::physical;
+  throw ModelError(fmt::format("unknown feature kind '{}'", s));
+}
+
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
+  std::sort(v.begin(), v.end());
+  const double pos = q * static_cast<double>(v.size() - 1);
+  const auto i = static_cast<std::size_t>(std::floor(pos));
+  const double frac = pos - static_cast<double>(i);
+  return i + 1 < v.size() ? v[i] * (1 - frac) + v[i + 1] * frac : v[i];
+}
+
+std::vector<std::size_t> shuffled(std::size_t n, std::uint64_t seed) {
+  std::vector<std::size_t> idx(n);
+  std::iota(idx.begin(), idx.end(), std::size_t{0});
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = n; i > 1; --i) std::swap(idx[i - 1], idx[space::uniform_below(rng, i)]);
+  return idx;
+}
+
+Eigen::MatrixXd basis(const std::vector<std::vector<double>>& x,
+                      const std::vector<Feature>& features) {
+  Eigen::Index p = 1;
+  for (const auto& f : features) p += f.in_trend ? 1 : 0;
+  Eigen::MatrixXd h(static_cast<Eigen::Index>(x.size()), p);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const auto r = static_cast<Eigen::Index>(i);
+    h(r, 0) = 1;
+    Eigen::Index c = 1;
+    for (std::size_t j = 0; j < features.size(); ++j)
+      if (features[j].in_trend) h(r, c++) = x[i][j];
+  }
+  return h;
+}
+
+Eigen::MatrixXd inputs(const std::vector<std::vector<double>>& x, std::size_t d) {
+  Eigen::MatrixXd m(static_cast<Eigen::Index>(x.size()), static_cast<Eigen::Index>(d));
+  for (std::size_t i = 0; i < x.size(); ++i)
+    for (std::size_t j = 0; j < d; ++j)
+      m(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = x[i][j];
+  return m;
+}
+
+// Non-negative least squares of the relative error of a compute_s + b memory_s + c against the
+// measured values: every subset of the three terms solved by LS, the best feasible one kept.
+std::vector<double> fit_anchor(const System& s, const std::vector<Point>& points) {
+  std::vector<std::array<double, 3>> rows;
+  for (const auto& p : points) {
+    const double c = physical(s, p, "compute_s"), m = physical(s, p, "memory_s");
+    if (!std::isfinite(c) || !std::isfinite(m)) return {0, 0, 1};
+    rows.push_back({c / p.value, m / p.value, 1 / p.value});
+  }
+  std::vector<double> best = {0, 0, 1};
+  double best_rss = std::numeric_limits<double>::infinity();
+  for (int mask = 1; mask < 8; ++mask) {
+    std::vector<int> cols;
+    for (int j = 0; j < 3; ++j)
+      if ((mask & (1 << j)) != 0) cols.push_back(j);
+    Eigen::MatrixXd a(static_cast<Eigen::Index>(rows.size()),
+                      static_cast<Eigen::Index>(cols.size()));
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      for (std::size_t j = 0; j < cols.size(); ++j)
+        a(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) =
+            rows[i][static_cast<std::size_t>(cols[j])];
+    const Eigen::VectorXd one = Eigen::VectorXd::Ones(a.rows());
+    const Eigen::VectorXd x = a.colPivHouseholderQr().solve(one);
+    if ((x.array() <= 0).any() || !x.allFinite()) continue;
+    const double rss = (a * x - one).squaredNorm();
+    if (rss < best_rss) {
+      best_rss = rss;
+      best = {0, 0, 0};
+      for (std::size_t j = 0; j < cols.size(); ++j)
+        best[static_cast<std::size_t>(cols[j])] = x(static_cast<Eigen::Index>(j));
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+double Panel::anchor(const Point& p) const {
+  const double c = anchor_[0] > 0 ? anchor_[0] * physical(system_, p, "compute_s") : 0.0;
+  const double m = anchor_[1] > 0 ? anchor_[1] * physical(system_, p, "memory_s") : 0.0;
+  const double v = std::log(c + m + anchor_[2]);
+  if (!std::isfinite(v))
+    throw ModelError(fmt::format("{}: the roofline anchor is not finite (flops {}, bytes {})",
+                                 p.config.label(), p.flops, p.bytes));
+  return v;
+}
+
+Panel Panel::fit(const System& system, space::Family family, const std::vector<Point>& all,
+                 const FitOptions& options) {
+  std::vector<Point> points;
+  for (const auto& p : all)
+    if (p.config.family == family && std::isfinite(p.value) && p.value > 0) points.push_back(p);
+  if (points.size() < 4) {
+    throw ModelError(fmt::format("{} on {}: {} usable rows, a model needs at least 4",
+                                 space::to_string(family), system.name, points.size()));
+  }
+  Panel panel;
+  panel.system_ = system;
+  panel.family_ = family;
+  panel.rows_ = points.size();
+
+  // Measured ranges and levels, over every usable row.
+  for (auto name : space::kIntParams) {
+    std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
+    bool applicable = true;
+    for (const auto& p : points) {
+      const std::int64_t v = *space::int_param(p.config, name);
+      if (v <= 0) applicable = false;
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    if (applicable) panel.ranges_[std::string(name)] = {lo, hi};
+  }
+  for (auto dim : kTextDims) {
+    std::set<std::string> levels;
+    for (const auto& p : points) levels.insert(text_value(p.config, dim));
+    if (levels.size() == 1 && levels.begin()->empty()) continue;  // n/a for this family
+    panel.levels_[std::string(dim)] = {levels.begin(), levels.end()};
+  }
+
+  // Candidate features; those that do not vary are left out.
+  std::vector<Feature> candidates;
+  for (const auto& [name, range] : panel.ranges_)
+    if (range.first != range.second)
+      candidates.push_back({Feature::Kind::log2_param, "log2 " + name, name, "", 0, 1, true});
+  for (const auto& [dim, levels] : panel.levels_)
+    for (std::size_t l = 1; l < levels.size(); ++l)
+      candidates.push_back(
+          {Feature::Kind::indicator, dim + "=" + levels[l], dim, levels[l], 0, 1, true});
+  for (auto q : kPhysical) {
+    const std::string name(q);
+    bool finite = true;
+    for (const auto& p : points)
+      finite = finite && std::isfinite(std::log2(physical(system, p, q)));
+    if (finite)
+      candidates.push_back({Feature::Kind::physical, "log2 " + name, name, "", 0, 1, true});
+  }
+
+  // The GP points: a seeded subsample when the panel is large (the solve is cubic).
+  std::vector<std::size_t> use(points.size());
+  std::iota(use.begin(), use.end(), std::size_t{0});
+  if (points.size() > options.max_gp_points) {
+    use = shuffled(points.size(), options.seed);
+    use.resize(options.max_gp_points);
+    std::sort(use.begin(), use.end());
+  }
+  for (auto& f : candidates) {
+    double sum = 0, sq = 0;
+    for (auto i : use) {
+      const double v = raw_feature(system, f, points[i]);
+      sum += v;
+      sq += v * v;
+    }
+    const auto n = static_cast<double>(use.size());
+    f.mean = sum / n;
+    f.sd = std::sqrt(std::max(sq / n - f.mean * f.mean, 0.0));
+    if (f.sd > 1e-9) panel.features_.push_back(f);
+  }
+  const std::size_t d = panel.features_.size();
+  // The trend: the anchor's residual is linear in the physical features (log2 of compute time,
+  // memory time, roofline time and params), which keep their meaning beyond the measured range;
+  // the parameters themselves enter the GP only, so extrapolating one of them follows physics.
+  // Few points cannot carry even that: then the trend keeps the roofline time alone.
+  for (auto& f : panel.features_) f.in_trend = f.kind == Feature::Kind::physical;
+  std::size_t in_trend = 0;
+  for (const auto& f : panel.features_) in_trend += f.in_trend ? 1 : 0;
+  if (use.size() < 4 * (in_trend + 1))
+    for (auto& f : panel.features_) f.in_trend = f.param == "roofline_s";
+  panel.anchor_ = fit_anchor(system, points);
+  const auto build_xy = [&] {
+    panel.x_.clear();
+    panel.y_.clear();
+    for (auto i : use) {
+      panel.x_.push_back(panel.feature_row(points[i]));
+      panel.y_.push_back(std::log(points[i].value) - panel.anchor(points[i]));
+    }
+  };
+  GpFitOptions go;
+  go.max_hyper_points = options.max_hyper_points;
+  go.max_evals = options.max_evals;
+  go.seed = options.seed;
+  const auto fit_gp = [&] {
+    const Eigen::MatrixXd x = inputs(panel.x_, d);
+    const Eigen::MatrixXd h = basis(panel.x_, panel.features_);
+    const Eigen::VectorXd y = Eigen::Map<const Eigen::VectorXd>(
+        panel.y_.data(), static_cast<Eigen::Index>(panel.y_.size()));
+    return d > 0 ? Gp::fit(x, h, y, go) : Gp::with_hyper(x, h, y, GpHyper{{}, 1e-6, 0.01});
+  };
+  build_xy();
+  Gp gp = fit_gp();
+  // A measurement disturbed by another process on a shared machine is far off its neighbours
+  // (2-5x slower, consistently within the config): rows more than FitOptions::outlier_z
+  // leave-one-out standard deviations off are left out of the GP and the fit is repeated once.
+  if (options.outlier_z > 0 && use.size() >= 16) {
+    const auto z = gp.loo_z();
+    std::vector<std::size_t> kept;
+    for (std::size_t j = 0; j < use.size(); ++j) {
+      if (std::abs(z[j]) <= options.outlier_z) {
+        kept.push_back(use[j]);
+      } else {
+        panel.outliers_.push_back(points[use[j]].config.label());
+      }
+    }
+    if (!panel.outliers_.empty() && kept.size() >= 8) {
+      use = std::move(kept);
+      std::vector<Point> clean;
+      for (auto i : use) clean.push_back(points[i]);
+      panel.anchor_ = fit_anchor(system, clean);
+      build_xy();
+      gp = fit_gp();
+    } else {
+      panel.outliers_.clear();
+    }
+  }
+  panel.length_scales_ = gp.hyper().length_scales;
+  panel.signal_var_ = gp.hyper().signal_var;
+  panel.noise_var_ = gp.hyper().noise_var;
+  panel.beta_.assign(gp.beta().data(), gp.beta().data() + gp.beta().size());
+  panel.posterior_ = std::make_shared<const Posterior>(Posterior{std::move(gp)});
+  return panel;
+}
+
+void Panel::build() {
+  const Eigen::MatrixXd x = inputs(x_, features_.size());
+  const Eigen::MatrixXd h = basis(x_, features_);
+  const Eigen::VectorXd y =
+      Eigen::Map<const Eigen::VectorXd>(y_.data(), static_cast<Eigen::Index>(y_.size()));
+  GpHyper hyper{length_scales_, signal_var_, noise_var_};
+  Gp gp = Gp::with_hyper(x, h, y, hyper);
+  beta_.assign(gp.beta().data(), gp.beta().data() + gp.beta().size());
+  posterior_ = std::make_shared<const Posterior>(Posterior{std::move(gp)});
+}
+
+std::vector<double> Panel::feature_row(const Point& p) const {
+  std::vector<double> row;
+  row.reserve(features_.size());
+  for (const auto& f : features_) {
+    const double v = raw_feature(system_, f, p);
+    if (!std::isfinite(v)) {
+      throw ModelError(fmt::format("{}: feature '{}' is not finite (flops {}, bytes {}, params {})",
+                                   p.config.label(), f.name, p.flops, p.bytes, p.params));
+    }
+    row.push_back((v - f.mean) / f.sd);
+  }
+  return row;
+}
+
+std::vector<Prediction> Panel::predict(const std::vector<Point>& points) const {
+  std::vector<Prediction> out(points.size());
+  std::vector<std::vector<double>> rows;
+  rows.reserve(points.size());
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    const Point& p = points[i];
+    if (p.config.family != family_) {
+      throw ModelError(fmt::format("{}: the model's panel is for family {}", p.config.label(),
+                                   space::to_string(family_)));
+    }
+    rows.push_back(feature_row(p));
+    auto& pr = out[i];
+    for (const auto& [name, range] : ranges_) {
+      const std::int64_t v = *space::int_param(p.config, name);
+      if (v < range.first || v > range.second) {
+        pr.extrapolated = true;
+        pr.why =
+            fmt::format("{}={} outside the measured [{}, {}]", name, v, range.first, range.second);
+        break;
+      }
+    }
+    if (pr.extrapolated) continue;
+    for (const auto& [dim, levels] : levels_) {
+      const std::string v = text_value(p.config, dim);
+      if (std::find(levels.begin(), levels.end(), v) == levels.end()) {
+        pr.extrapolated = true;
+        pr.why = fmt::format("{}={} not measured", dim, v);
+        break;
+      }
+    }
+  }
+  const auto gp = posterior_->gp.predict(inputs(rows, features_.size()), basis(rows, features_));
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    auto& pr = out[i];
+    const double mean = anchor(points[i]) + gp[i].mean;
+    pr.log_sd = std::sqrt(gp[i].var);
+    pr.value = std::exp(mean);
+    pr.lower = std::exp(mean - kZ90 * pr.log_sd);
+    pr.upper = std::exp(mean + kZ90 * pr.log_sd);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::size_t, double>> Panel::most_uncertain(const std::vector<Point>& points,
+                                                                  std::size_t k) const {
+  std::vector<std::vector<double>> rows;
+  rows.reserve(points.size());
+  for (const auto& p : points) rows.push_back(feature_row(p));
+  return posterior_->gp.select_batch(inputs(rows, features_.size()), basis(rows, features_), k);
+}
+
+nlohmann::json Panel::to_json() const {
+  nlohmann::json features = nlohmann::json::array();
+  for (const auto& f : features_) {
+    features.push_back({{"name", f.name},
+                        {"kind", kind_name(f.kind)},
+                        {"param", f.param},
+                        {"level", f.level},
+                        {"mean", f.mean},
+                        {"sd", f.sd},
+                        {"in_trend", f.in_trend}});
+  }
+  nlohmann::json ranges = nlohmann::json::object();
+  for (const auto& [k, v] : ranges_) ranges[k] = {v.first, v.second};
+  const auto nan_null = [](double v) {
+    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+  };
+  return {
+      {"system",
+       {{"name", system_.name},
+        {"peak_gflops_f32", nan_null(system_.peak_gflops_f32)},
+        {"peak_gflops_bf16", nan_null(system_.peak_gflops_bf16)},
+        {"mem_bandwidth_gbs", nan_null(system_.mem_bandwidth_gbs)}}},
+      {"family", space::to_string(family_)},
+      {"rows", rows_},
+      {"gp_rows", y_.size()},
+      {"features", features},
+      {"ranges", ranges},
+      {"levels", levels_},
+      {"kernel", "matern52_ard"},
+      {"hyper",
+       {{"length_scales", length_scales_}, {"signal_var", signal_var_}, {"noise_var", noise_var_}}},
+      {"trend_beta", beta_},
+      {"outliers", outliers_},
+      {"anchor", anchor_},
+      {"x", x_},
+      {"y_log_minus_anchor", y_}};
+}
+
+Panel Panel::from_json(const nlohmann::json& j) {
+  Panel p;
+  const auto num = [](const nlohmann::json& v) {
+    return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
+  };
+  const auto& s = j.at("system");
+  p.system_.name = s.at("name").get<std::string>();
+  p.system_.peak_gflops_f32 = num(s.at("peak_gflops_f32"));
+  p.system_.peak_gflops_bf16 = num(s.at("peak_gflops_bf16"));
+  p.system_.mem_bandwidth_gbs = num(s.at("mem_bandwidth_gbs"));
+  p.family_ = space::family_from_string(j.at("family").get<std::string>());
+  p.rows_ = j.at("rows").get<std::size_t>();
+  for (const auto& f : j.at("features")) {
+    p.features_.push_back({kind_from(f.at("kind").get<std::string>()),
+                           f.at("name").get<std::string>(), f.at("param").get<std::string>(),
+                           f.at("level").get<std::string>(), f.at("mean").get<double>(),
+                           f.at("sd").get<double>(), f.at("in_trend").get<bool>()});
+  }
+  for (const auto& [k, v] : j.at("ranges").items())
+    p.ranges_[k] = {v.at(0).get<std::int64_t>(), v.at(1).get<std::int64_t>()};
+  p.levels_ = j.at("levels").get<std::map<std::string, std::vector<std::string>>>();
+  const auto& h = j.at("hyper");
+  p.length_scales_ = h.at("length_scales").get<std::vector<double>>();
+  p.signal_var_ = h.at("signal_var").get<double>();
+  p.noise_var_ = h.at("noise_var").get<double>();
+  p.x_ = j.at("x").get<std::vector<std::vector<double>>>();
+  p.y_ = j.at("y_log_minus_anchor").get<std::vector<double>>();
+  p.anchor_ = j.at("anchor").get<std::vector<double>>();
+  p.outliers_ = j.value("outliers", std::vector<std::string>{});
+  if (p.anchor_.size() != 3) throw ModelError("inconsistent panel (anchor)");
+  if (p.x_.size() != p.y_.size() || p.length_scales_.size() != p.features_.size())
+    throw ModelError("inconsistent panel (x, y_log, features and length_scales disagree)");
+  for (const auto& row : p.x_)
+    if (row.size() != p.features_.size()) throw ModelError("inconsistent panel (x rows)");
+  p.build();
+  return p;
+}
+
+Accuracy score(const std::vector<Point>& truth, const std::vector<Prediction>& predicted) {
+  Accuracy a;
+  a.n = truth.size();
+  std::vector<double> ape;
+  std::size_t covered = 0;
+  for (std::size_t i = 0; i < truth.size(); ++i) {
+    const double m = truth[i].value;
+    const auto& p = predicted[i];
+    a.measured.push_back(m);
+    a.predicted.push_back(p.value);
+    a.lower.push_back(p.lower);
+    a.upper.push_back(p.upper);
+    ape.push_back(std::abs(p.value - m) / m);
+    covered += (m >= p.lower && m <= p.upper) ? 1 : 0;
+  }
+  if (!ape.empty()) {
+    a.median_ape = quantile(ape, 0.5);
+    a.p90_ape = quantile(ape, 0.9);
+    a.coverage90 = static_cast<double>(covered) / static_cast<double>(ape.size());
+  }
+  return a;
+}
+
+nlohmann::json Accuracy::to_json() const {
+  return {{"n", n}, {"median_ape", median_ape}, {"p90_ape", p90_ape}, {"coverage90", coverage90}};
+}
+
+nlohmann::json ExtrapolationTest::to_json() const {
+  auto j = accuracy.to_json();
+  j["parameter"] = parameter;
+  j["threshold"] = threshold;
+  j["train"] = train;
+  return j;
+}
+
+Accuracy cross_validate(const System& system, space::Family family, const std::vector<Point>& all,
+                        int folds, const FitOptions& options) {
+  std::vector<Point> points;
+  for (const auto& p : all)
+    if (p.config.family == family && std::isfinite(p.value) && p.value > 0) points.push_back(p);
+  if (folds < 2) throw ModelError(fmt::format("--folds must be at least 2, got {}", folds));
+  const auto k = static_cast<std::size_t>(folds);
+  if (points.size() < 2 * k) {
+    throw ModelError(fmt::format("{}: {} rows are too few for {}-fold cross-validation",
+                                 space::to_string(family), points.size(), folds));
+  }
+  const auto order = shuffled(points.size(), options.seed + 17);
+  std::vector<Prediction> predicted(points.size());
+  tbb::parallel_for(std::size_t{0}, k, [&](std::size_t f) {
+    std::vector<Point> train, test;
+    std::vector<std::size_t> where;
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      if (i % k == f) {
+        test.push_back(points[order[i]]);
+        where.push_back(order[i]);
+      } else {
+        train.push_back(points[order[i]]);
+      }
+    }
+    const auto pr = Panel::fit(system, family, train, options).predict(test);
+    for (std::size_t i = 0; i < pr.size(); ++i) predicted[where[i]] = pr[i];
+  });
+  return score(points, predicted);
+}
+
+std::optional<ExtrapolationTest> extrapolation_test(const System& system, space::Family family,
+                                                    const std::vector<Point>& all,
+                                                    const std::string& parameter,
+                                                    std::optional<std::int64_t> threshold,
+                                                    const FitOptions& options) {
+  std::vector<Point> points;
+  for (const auto& p : all)
+    if (p.config.family == family && std::isfinite(p.value) && p.value > 0) points.push_back(p);
+  if (points.empty() || space::int_param(points.front().config, parameter) == nullptr)
+    throw ModelError(fmt::format("--extrapolate: '{}' is not a numeric parameter", parameter));
+  std::set<std::int64_t> values;
+  for (const auto& p : points) values.insert(*space::int_param(p.config, parameter));
+  if (values.size() < 2 || *values.begin() <= 0) return std::nullopt;
+  std::int64_t thr = 0;
+  if (threshold) {
+    thr = *threshold;
+  } else if (parameter == "batch" && *values.begin() <= 1024 && *values.rbegin() > 1024) {
+    thr = 1024;
+  } else {
+    std::vector<std::int64_t> v(values.begin(), values.end());
+    thr = v[(v.size() - 1) / 2];
+  }
+  std::vector<Point> train, test;
+  for (const auto& p : points)
+    (*space::int_param(p.config, parameter) <= thr ? train : test).push_back(p);
+  if (train.size() < 8 || test.empty()) return std::nullopt;
+  ExtrapolationTest t;
+  t.parameter = parameter;
+  t.threshold = thr;
+  t.train = train.size();
+  t.accuracy = score(test, Panel::fit(system, family, train, options).predict(test));
+  return t;
+}
+
+const Panel* Model::panel(space::Family family, const std::string& system) const {
+  for (const auto& p : panels)
+    if (p.family() == family && (system.empty() || p.system().name == system)) return &p;
+  return nullptr;
+}
+
+nlohmann::json Model::to_json() const {
+  nlohmann::json j = {{"schema", kModelSchema}, {"metric", metric}, {"fitted_on", fitted_on}};
+  j["panels"] = nlohmann::json::array();
+  for (const auto& p : panels) j["panels"].push_back(p.to_json());
+  return j;
+}
+
+Model Model::from_json(const nlohmann::json& j, const std::string& name) {
+  if (!j.is_object() || !j.contains("schema") || !j["schema"].is_string() ||
+      j["schema"].get<std::string>() != kModelSchema) {
+    const std::string got = j.is_object() && j.contains("schema") ? j["schema"].dump() : "none";
+    throw ModelError(fmt::format("{}: not a dnnscape model file (schema {}, expected \"{}\")", name,
+                                 got, kModelSchema));
+  }
+  Model m;
+  try {
+    m.metric = j.at("metric").get<std::string>();
+    m.fitted_on = j.at("fitted_on");
+    for (const auto& p : j.at("panels")) m.panels.push_back(Panel::from_json(p));
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError(fmt::format("{}: malformed model file: {}", name, e.what()));
+  } catch (const ModelError& e) {
+    throw ModelError(fmt::format("{}: {}", name, e.what()));
+  }
+  return m;
+}
+
+void Model::save(const std::filesystem::path& path) const {
+  const auto tmp = std::filesystem::path(path.string() + ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error(fmt::format("cannot write {}", tmp.string()));
+    out << to_json().dump() << '\n';
+    if (!out) throw std::runtime_error(fmt::format("cannot write {}", tmp.string()));
+  }
+  std::filesystem::rename(tmp, path);  // a reader never sees half a model
+}
+
+Model Model::load(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in || std::filesystem::is_directory(path))
+    throw ModelError(fmt::format("{}: cannot read the model file", path.string()));
+  std::ostringstream text;
+  text << in.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception&) {
+    throw ModelError(fmt::format("{}: not a dnnscape model file (not JSON)", path.string()));
+  }
+  return from_json(j, path.string());
+}
+
+}  // namespace dnnscape::model

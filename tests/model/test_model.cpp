@@ -1,0 +1,125 @@
+// model: the GP + trend on synthetic landscapes with known answers.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "model/gp.hpp"
+#include "model/model.hpp"
+#include "model/synthetic.hpp"
+
+using namespace dnnscape;
+using namespace dnnscape::model;
+namespace fs = std::filesystem;
+
+TEST_CASE("the GP recovers a smooth 1-D function and its intervals cover about 90%") {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> noise(0.0, 0.05);
+  const auto f = [](double x) { return std::sin(2 * x) + 0.5 * x; };
+  Eigen::MatrixXd x(60, 1), h(60, 2);
+  Eigen::VectorXd y(60);
+  for (int i = 0; i < 60; ++i) {
+    x(i, 0) = -3 + 6.0 * i / 59.0;
+    h(i, 0) = 1;
+    h(i, 1) = x(i, 0);
+    y(i) = f(x(i, 0)) + noise(rng);
+  }
+  const Gp gp = Gp::fit(x, h, y, {});
+  CHECK(gp.hyper().noise_var == doctest::Approx(0.0025).epsilon(1.0));  // within 2x
+  Eigen::MatrixXd xs(200, 1), hs(200, 2);
+  for (int i = 0; i < 200; ++i) {
+    xs(i, 0) = -2.9 + 5.8 * i / 199.0;
+    hs(i, 0) = 1;
+    hs(i, 1) = xs(i, 0);
+  }
+  const auto pr = gp.predict(xs, hs);
+  int covered = 0;
+  double max_err = 0;
+  for (int i = 0; i < 200; ++i) {
+    const double truth = f(xs(i, 0));
+    max_err = std::max(max_err, std::abs(pr[static_cast<std::size_t>(i)].mean - truth));
+    const double yi = truth + noise(rng);
+    const double sd = std::sqrt(pr[static_cast<std::size_t>(i)].var);
+    covered += std::abs(yi - pr[static_cast<std::size_t>(i)].mean) <= kZ90 * sd ? 1 : 0;
+  }
+  CHECK(max_err < 0.08);
+  CHECK(covered >= 160);  // 90% nominal; 80-97% accepted
+  CHECK(covered <= 196);
+  // Far from the data the prediction follows the linear trend and the variance grows.
+  Eigen::MatrixXd far(1, 1), hfar(1, 2);
+  far << 12;
+  hfar << 1, 12;
+  const auto pf = gp.predict(far, hfar);
+  CHECK(pf[0].mean == doctest::Approx(gp.beta()(0) + 12 * gp.beta()(1)).epsilon(0.02));
+  CHECK(pf[0].var > 4 * pr[100].var);
+}
+
+TEST_CASE("on a roofline landscape the model cross-validates within a few percent") {
+  const auto configs = synthetic::fc_grid(8, 2048, 4096);  // 4 x 6 x 9 = 216
+  const auto points = synthetic::fc_measured(configs, 0.02, 7);
+  const auto acc = cross_validate(synthetic::system(), space::Family::fc, points, 5);
+  CHECK(acc.n == points.size());
+  CHECK(acc.median_ape < 0.05);
+  CHECK(acc.coverage90 >= 0.8);
+  CHECK(acc.coverage90 <= 0.99);
+}
+
+TEST_CASE("extrapolation in batch follows the trend and is flagged") {
+  const auto configs = synthetic::fc_grid(8, 2048, 16384);
+  const auto points = synthetic::fc_measured(configs, 0.02, 11);
+  const auto t = extrapolation_test(synthetic::system(), space::Family::fc, points, "batch");
+  REQUIRE(t.has_value());
+  CHECK(t->threshold == 1024);
+  CHECK(t->accuracy.n > 0);
+  CHECK(t->accuracy.median_ape < 0.15);
+
+  std::vector<Point> low;
+  for (const auto& p : points)
+    if (p.config.batch <= 1024) low.push_back(p);
+  const Panel panel = Panel::fit(synthetic::system(), space::Family::fc, low);
+  CHECK(panel.ranges().at("batch") == std::pair<std::int64_t, std::int64_t>{16, 1024});
+  auto inside = synthetic::fc_point(low[3].config);
+  auto outside = inside;
+  outside.config.batch = 8192;
+  outside = synthetic::fc_point(outside.config);
+  const auto pr = panel.predict({inside, outside});
+  CHECK_FALSE(pr[0].extrapolated);
+  CHECK(pr[1].extrapolated);
+  CHECK(pr[1].why == "batch=8192 outside the measured [16, 1024]");
+  CHECK(pr[0].lower < pr[0].value);
+  CHECK(pr[0].value < pr[0].upper);
+  // Relative width of the interval grows away from the data.
+  CHECK(pr[1].log_sd > pr[0].log_sd);
+}
+
+TEST_CASE("a model file round-trips and a foreign file is refused in one line") {
+  const auto points = synthetic::fc_measured(synthetic::fc_grid(4, 1024, 1024), 0.02, 5);
+  Model m;
+  m.metric = "step_time_s";
+  m.panels.push_back(Panel::fit(synthetic::system(), space::Family::fc, points));
+  const fs::path path = fs::temp_directory_path() / "dnnscape_test_model.json";
+  m.save(path);
+  const Model back = Model::load(path);
+  REQUIRE(back.panels.size() == 1);
+  const auto a = m.panels[0].predict({points[5]});
+  const auto b = back.panel(space::Family::fc)->predict({points[5]});
+  CHECK(b[0].value == doctest::Approx(a[0].value).epsilon(1e-9));
+  CHECK(b[0].upper == doctest::Approx(a[0].upper).epsilon(1e-9));
+  CHECK(back.panel(space::Family::cnn) == nullptr);
+
+  {
+    std::ofstream out(path);
+    out << R"({"schema": "dnnscape-model/0", "panels": []})";
+  }
+  CHECK_THROWS_WITH_AS(
+      Model::load(path),
+      (path.string() + ": not a dnnscape model file (schema \"dnnscape-model/0\", expected "
+                       "\"dnnscape-model/1\")")
+          .c_str(),
+      ModelError);
+  fs::remove(path);
+  CHECK_THROWS_WITH_AS(Model::load(path), (path.string() + ": cannot read the model file").c_str(),
+                       ModelError);
+}
