@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "analysis/cli.hpp"
+#include "analysis/model_cli.hpp"
 #include "slurm/cli.hpp"
 #include "slurm/job.hpp"
 #include "orchestrator/mpi_session.hpp"
@@ -21,6 +22,7 @@
 #include "orchestrator/sweep.hpp"
 #include "space/spec.hpp"
 #include "store/results.hpp"
+#include "worker/executor.hpp"
 #include "worker/peak.hpp"
 
 namespace po = boost::program_options;
@@ -50,6 +52,10 @@ commands:
   compare A.h5 B.h5    speedups per config, box plots, and a verdict: strictly/conditionally/no better
   budget OUT.h5 ...    which configs meet a latency budget (--preset cv|nlp|feed), as a rule
   report OUT.h5 ...    one self-contained HTML page with all of the above
+  model fit OUT.h5 ... -o MODEL.json
+                       a performance model of the landscape, with its cross-validated error
+  predict MODEL.json (SPEC | --config k=v ...)
+                       predicted metric with a 90% interval, flagged where it extrapolates
 
 Start with: dnnscape plan examples/quickstart.yaml
 )";
@@ -598,6 +604,18 @@ int main(int argc, char** argv) {
     if (cmd == "run") return cmd_run(args);
     if (cmd == "status") return cmd_status(args);
     if (cmd == "peak") return cmd_peak(args);
+    if (cmd == "model" || cmd == "predict") {
+      // The cost model's counts of a config (the analysis library does not link the worker).
+      return analysis::model_command(cmd, args, [](const space::Config& c) {
+        const store::RunRecord r = worker::predicted_record(c, {});
+        model::Point p;
+        p.config = c;
+        p.flops = r.metrics.flops;
+        p.bytes = r.metrics.bytes;
+        p.params = r.metrics.params;
+        return p;
+      });
+    }
     const auto& slurm_cmds = slurm::slurm_commands();
     if (std::find(slurm_cmds.begin(), slurm_cmds.end(), cmd) != slurm_cmds.end()) {
       return slurm::slurm_command(cmd, args);
