@@ -171,8 +171,14 @@ int cmd_plan(const std::vector<std::string>& args) {
     std::cout << j.dump(2) << '\n';
     return 0;
   }
-  fmt::print("spec {} ({} configs, sampling by {})\n", spec.name, planned.size(),
-             spec.sampling.kind == space::Sampling::Kind::grid ? "grid" : "sample");
+  if (spec.sampling.kind == space::Sampling::Kind::adaptive) {
+    fmt::print("spec {} ({} candidate configs, adaptive: {} measured, {} of them Sobol first; "
+               "the table covers every candidate)\n",
+               spec.name, planned.size(), spec.sampling.count, spec.sampling.initial);
+  } else {
+    fmt::print("spec {} ({} configs, sampling by {})\n", spec.name, planned.size(),
+               spec.sampling.kind == space::Sampling::Kind::grid ? "grid" : "sample");
+  }
   fmt::print("ceilings: {:.0f} GFLOP/s f32 peak, {:.1f} GB/s memory bandwidth (measured)\n\n",
              peaks.gflops_f32, peaks.mem_bandwidth_gbs);
   fmt::print("{:<8} {:>8} {:>9} {:>14} {:>14} {:>12}\n", "family", "configs", "runnable",

@@ -10,10 +10,13 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <unordered_set>
 
+#include "orchestrator/adaptive.hpp"
 #include "orchestrator/farm.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/runner.hpp"
+#include "store/predicted.hpp"
 #include "store/results.hpp"
 #include "worker/cost.hpp"
 #include "worker/energy.hpp"
@@ -267,6 +270,95 @@ void run_in_process(ConfigRunner& runner, const std::vector<PlannedConfig>& todo
   }
 }
 
+struct AdaptiveContext {
+  const SweepOptions& o;
+  const space::Spec& spec;
+  const worker::Peaks& peaks;
+  const MpiSession& mpi;
+  const worker::RunContext& ctx;
+  const std::string& executor;
+  const std::vector<int>& active_workers;
+  const FarmOptions& farm_options;
+};
+
+// Adaptive sampling (docs/spec.md): rounds of batches chosen by the model, each run by the farm
+// (which releases its workers after every round; they come back when told there is more) or in
+// this process; then the grid's prediction goes to /predicted once the writer is closed.
+void run_adaptive(const AdaptiveContext& a, std::optional<store::ResultsWriter>& writer,
+                  std::vector<model::Point> points, const BatchSink& batch_sink,
+                  const std::function<void(store::RunRecord&&, const PlannedConfig&)>& sink,
+                  Progress& progress, SweepSummary& summary) {
+  std::unordered_set<std::string> ids;
+  for (const auto& c : a.spec.configs) ids.insert(c.config_id());
+  std::vector<std::string> recorded;
+  for (const auto& [id, row] : writer->rows())
+    if (ids.contains(id)) recorded.push_back(id);
+  std::erase_if(points, [&](const model::Point& p) { return !ids.contains(p.config.config_id()); });
+  const model::System system{worker::hostname(), a.peaks.gflops_f32,
+                             a.peaks.gflops_bf16 > 0 ? a.peaks.gflops_bf16 : store::kNaN,
+                             a.peaks.mem_bandwidth_gbs};
+  AdaptiveSampler sampler(a.spec, system, plan_configs(a.spec, a.peaks), recorded,
+                          std::move(points));
+  const BatchSink adaptive_batch_sink = [&](const std::vector<store::RunRecord>& records,
+                                            const std::vector<const PlannedConfig*>& planned) {
+    batch_sink(records, planned);
+    for (const auto& r : records) sampler.add(r);
+  };
+  const auto adaptive_sink = [&](store::RunRecord&& r, const PlannedConfig& p) {
+    sampler.add(r);
+    sink(std::move(r), p);
+  };
+  std::optional<ExecutorProcessRunner> runner;
+  bool first_round = true;
+  const auto measure = [&](const std::vector<PlannedConfig>& batch) {
+    if (a.mpi.size() > 1) {
+      if (!first_round) (void)a.mpi.broadcast(nlohmann::json{{"more", true}}.dump());
+      first_round = false;
+      const FarmResult r = farm_master(a.mpi, batch, a.active_workers, adaptive_batch_sink,
+                                       &progress, a.farm_options);
+      summary.interrupted = summary.interrupted || r.interrupted;
+      summary.workers = r.workers;
+      summary.farm_wall_s += r.wall_s;
+      summary.farm_recorded += r.recorded;
+    } else if (a.o.in_process) {
+      InProcessRunner in_process(a.ctx);
+      run_in_process(in_process, batch, adaptive_sink, summary);
+    } else {
+      if (!runner) runner.emplace(a.executor, a.ctx);
+      run_serial(*runner, batch, adaptive_sink, a.o, summary);
+    }
+    return !summary.interrupted && !stop_requested().load();
+  };
+  // Worker ranks wait for a round or for the word that there is none: always end the protocol.
+  const auto end_rounds = [&] {
+    if (a.mpi.size() <= 1) return;
+    if (first_round)
+      (void)farm_master(a.mpi, {}, a.active_workers, adaptive_batch_sink, &progress,
+                        a.farm_options);
+    first_round = false;
+    (void)a.mpi.broadcast(nlohmann::json{{"more", false}}.dump());
+  };
+  try {
+    sampler.run(measure, 2 * std::max<std::size_t>(a.active_workers.size(), 1));
+  } catch (...) {
+    end_rounds();
+    throw;
+  }
+  end_rounds();
+  progress.finish();
+  if (summary.interrupted || stop_requested().load()) return;  // a resume finishes the job
+  writer.reset();  // /predicted is created outside SWMR writing, so the writer closes first
+  const auto rows = sampler.predict_grid();
+  store::write_predicted(a.o.out_path, "step_time_s", sampler.model_summary(), rows);
+  const auto extrapolated =
+      std::count_if(rows.begin(), rows.end(), [](const auto& r) { return r.extrapolated; });
+  fmt::print(stderr,
+             "adaptive: {} of {} configs measured; predicted {} into {}:/predicted ({} "
+             "extrapolated)\n",
+             sampler.measured(), a.spec.configs.size(), rows.size(), a.o.out_path.string(),
+             extrapolated);
+}
+
 }  // namespace
 
 SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const MpiSession& mpi) {
@@ -296,7 +388,16 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     }
     summary.worker_only = true;
     const auto& place = hello.at("placement").at(static_cast<std::size_t>(mpi.rank()));
-    if (!place.at("active").get<bool>()) return summary;
+    // Adaptive sampling runs the farm once per batch; the master says whether another follows.
+    const bool adaptive = hello.value("adaptive", false);
+    const auto more_rounds = [&] {
+      return adaptive && nlohmann::json::parse(mpi.broadcast("")).value("more", false);
+    };
+    if (!place.at("active").get<bool>()) {
+      while (more_rounds()) {
+      }
+      return summary;
+    }
     const auto master_ctx = worker::context_from_json(hello.at("context"));
     ctx.measure = master_ctx.measure;
     ctx.limits = master_ctx.limits;
@@ -316,7 +417,9 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     farm_options.grace_s = hello.value("grace_s", o.grace_s);
     const auto spec =
         space::parse_spec(hello.at("spec_yaml").get<std::string>(), hello.at("spec_name"));
-    farm_worker(mpi, ctx, executor, spec.configs, farm_options);
+    do {
+      farm_worker(mpi, ctx, executor, spec.configs, farm_options);
+    } while (more_rounds());
     return summary;
   }
 
@@ -324,6 +427,7 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
   std::vector<PlannedConfig> todo;
   space::Spec spec;
   std::vector<Placement> placement;
+  std::vector<model::Point> adaptive_points;  // adaptive: the ok rows already in the file
   try {
     spec = space::load_spec(o.spec_path);
     summary.total = static_cast<std::int64_t>(spec.configs.size());
@@ -331,6 +435,9 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     for (const auto& r : reports)
       host_of_rank.push_back(nlohmann::json::parse(r).at("host").get<std::string>());
     placement = place_workers(host_of_rank, o.workers_per_node);
+    if (spec.sampling.kind == space::Sampling::Kind::adaptive &&
+        std::filesystem::exists(o.out_path))
+      adaptive_points = model::read_points(o.out_path, "step_time_s").points;
     writer.emplace(open_or_create(o, spec, peaks, hosts_of(reports, placement), summary));
     for (auto& p : plan_configs(spec, peaks)) {
       if (auto it = writer->rows().find(p.config_id); it != writer->rows().end()) {
@@ -343,6 +450,7 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     }
     ctx.measure = spec.measure;
     ctx.limits = spec.limits;
+    if (spec.sampling.kind == space::Sampling::Kind::adaptive) summary.total = spec.sampling.count;
   } catch (const std::exception& e) {
     (void)mpi.broadcast(nlohmann::json{{"error", e.what()}}.dump());
     throw;
@@ -363,6 +471,7 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
       {"spec_yaml", spec.yaml_text},
       {"spec_name", spec.path.string()},
       {"placement", places},
+      {"adaptive", spec.sampling.kind == space::Sampling::Kind::adaptive},
       {"grace_s", o.grace_s}}.dump());
   if (mpi.size() > 1) {
     for (std::size_t r = 1; r < placement.size(); ++r) {
@@ -384,8 +493,13 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     fmt::print(stderr, "resuming {}: {} of {} configs already recorded, {} to run\n",
                o.out_path.string(), summary.already, summary.total, todo.size());
   }
-  Progress progress(static_cast<std::int64_t>(todo.size()), predicted_total, stderr,
-                    o.plain_progress);
+  auto to_run = static_cast<std::int64_t>(todo.size());
+  if (spec.sampling.kind == space::Sampling::Kind::adaptive && to_run > 0) {
+    const std::int64_t left = std::max<std::int64_t>(summary.total - summary.already, 0);
+    predicted_total *= static_cast<double>(std::min(left, to_run)) / static_cast<double>(to_run);
+    to_run = std::min(left, to_run);
+  }
+  Progress progress(to_run, predicted_total, stderr, o.plain_progress);
   auto count = [&](const store::RunRecord& record, const PlannedConfig& p) {
     ++summary.ran;
     ++summary.by_status[record.status];
@@ -400,6 +514,14 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     writer->write(record);
     count(record, p);
   };
+
+  if (spec.sampling.kind == space::Sampling::Kind::adaptive) {
+    run_adaptive({o, spec, peaks, mpi, ctx, executor, active_workers, farm_options}, writer,
+                 std::move(adaptive_points), batch_sink, sink, progress, summary);
+    summary.wall_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return summary;
+  }
 
   // Configs that would not run here are recorded without dispatching them.
   std::vector<PlannedConfig> runnable;

@@ -42,7 +42,8 @@ constexpr std::array<std::string_view, 9> kAlgorithms{"default",  "best",  "dire
 constexpr std::array<std::string_view, 8> kIsaCaps{
     "none",           "sse41", "avx", "avx2", "avx512_core", "avx512_core_vnni", "avx512_core_bf16",
     "avx512_core_amx"};
-constexpr std::array<std::string_view, 3> kSamplingKeys{"random", "sobol", "seed"};
+constexpr std::array<std::string_view, 5> kSamplingKeys{"random", "sobol", "adaptive", "initial",
+                                                        "seed"};
 constexpr std::array<std::string_view, 5> kMeasureKeys{"warmup_s", "min_reps", "max_reps",
                                                        "target_ci", "max_time_s"};
 constexpr std::array<std::string_view, 2> kLimitKeys{"memory_fraction", "timeout_s"};
@@ -134,7 +135,8 @@ struct Field {
 
 struct SamplingRead {
   Sampling sampling;
-  std::optional<Field> count;  // the random/sobol entry
+  std::optional<Field> count;    // the random/sobol/adaptive entry
+  std::optional<Field> initial;  // adaptive: its initial entry, if given
 };
 
 // Reads one spec document; every problem becomes a one-line SpecError naming FILE:LINE:COL.
@@ -190,6 +192,9 @@ class Reader {
   [[nodiscard]] std::vector<Config> draw(const SamplingRead& s,
                                          const std::vector<FamilyGrid>& grids,
                                          const Field& families) const;
+  [[nodiscard]] std::vector<Config> draw_sobol(const Field& at,
+                                               const std::vector<FamilyGrid>& grids,
+                                               std::uint64_t n, std::uint64_t seed) const;
 
   std::string file_;
 };
@@ -464,7 +469,8 @@ SamplingRead Reader::read_sampling(const std::optional<Field>& f) const {
   if (!f) return s;
   const auto expected = [&] {
     fail(f->mark(), f->path,
-         fmt::format("expected grid, {{random: N, seed: S}} or {{sobol: N, seed: S}}, got {}",
+         fmt::format("expected grid, {{random: N, seed: S}}, {{sobol: N, seed: S}} or "
+                     "{{adaptive: N, initial: M, seed: S}}, got {}",
                      describe(f->value)));
   };
   if (f->value.IsScalar() && f->value.Scalar() == "grid") return s;
@@ -472,15 +478,35 @@ SamplingRead Reader::read_sampling(const std::optional<Field>& f) const {
   const auto given = fields(f->value, f->path, kSamplingKeys, "key");
   const auto random = find(given, "random");
   const auto sobol = find(given, "sobol");
-  if (random && sobol) fail(sobol->key, f->path, "give exactly one of random or sobol");
-  if (!random && !sobol) fail(f->value, f->path, "give exactly one of random or sobol");
-  s.count = random ? random : sobol;
-  s.sampling.kind = random ? Sampling::Kind::random : Sampling::Kind::sobol;
+  const auto adaptive = find(given, "adaptive");
+  const int kinds = (random ? 1 : 0) + (sobol ? 1 : 0) + (adaptive ? 1 : 0);
+  constexpr std::string_view kOne = "give exactly one of random, sobol or adaptive";
+  if (kinds > 1) fail((adaptive ? adaptive : sobol)->key, f->path, kOne);
+  if (kinds == 0) fail(f->value, f->path, kOne);
+  s.count = random ? random : sobol ? sobol : adaptive;
+  s.sampling.kind = random  ? Sampling::Kind::random
+                    : sobol ? Sampling::Kind::sobol
+                            : Sampling::Kind::adaptive;
   s.sampling.count =
       read_int(s.count->value, s.count->mark(), s.count->path, 1, "a positive number of configs");
+  s.initial = find(given, "initial");
+  if (s.initial && !adaptive)
+    fail(s.initial->key, s.initial->path, "only adaptive sampling takes initial");
+  if (adaptive) {
+    // Default: a fifth of the budget, at least 8 (as much as the budget allows).
+    s.sampling.initial =
+        std::min<std::int64_t>(s.sampling.count, std::max<std::int64_t>(8, s.sampling.count / 5));
+    if (s.initial) {
+      s.sampling.initial = read_int(s.initial->value, s.initial->mark(), s.initial->path, 1,
+                                    "a positive number of configs");
+      check(s.sampling.initial <= s.sampling.count, *s.initial,
+            fmt::format("must be at most adaptive ({}), got {}", s.sampling.count,
+                        s.sampling.initial));
+    }
+  }
   if (const auto seed = find(given, "seed")) {
     s.sampling.seed = read_uint(*seed);
-    if (sobol && s.sampling.seed > kMaxSobolSeed) {
+    if (!random && s.sampling.seed > kMaxSobolSeed) {
       fail(seed->mark(), seed->path,
            fmt::format("a Sobol seed (points skipped) must be at most {}, got {}", kMaxSobolSeed,
                        s.sampling.seed));
@@ -565,8 +591,21 @@ std::vector<Config> Reader::draw(const SamplingRead& s, const std::vector<Family
   check(n <= kMaxConfigs, count,
         fmt::format("{} configs requested, more than the limit of {}", n, kMaxConfigs));
   if (s.sampling.kind == Sampling::Kind::random) return sample_random(grids, n, s.sampling.seed);
-  auto configs = sample_sobol(grids, n, s.sampling.seed);
-  check(configs.size() == n, count,
+  if (s.sampling.kind == Sampling::Kind::adaptive) {
+    // The candidates are the whole grid: the model predicts every one of them.
+    check(total <= kMaxConfigs, families,
+          fmt::format("the grid holds {} configs, more than the limit of {} (adaptive sampling "
+                      "predicts every config of the grid)",
+                      total, kMaxConfigs));
+    return expand_grid(grids);
+  }
+  return draw_sobol(count, grids, n, s.sampling.seed);
+}
+
+std::vector<Config> Reader::draw_sobol(const Field& at, const std::vector<FamilyGrid>& grids,
+                                       std::uint64_t n, std::uint64_t seed) const {
+  auto configs = sample_sobol(grids, n, seed);
+  check(configs.size() == n, at,
         fmt::format("only {} distinct configs found in the Sobol sequence ({} requested); some "
                     "values are too close in log2 to be hit",
                     configs.size(), n));
@@ -604,6 +643,11 @@ Spec Reader::read(const std::string& text) const {
   spec.measure = read_measure(find(top, "measure"));
   spec.limits = read_limits(find(top, "limits"));
   spec.configs = unique_by_id(draw(sampling, grids, families));
+  if (spec.sampling.kind == Sampling::Kind::adaptive) {
+    spec.initial = unique_by_id(draw_sobol(sampling.initial ? *sampling.initial : *sampling.count,
+                                           grids, static_cast<std::uint64_t>(spec.sampling.initial),
+                                           spec.sampling.seed));
+  }
   spec.yaml_text = text;
   spec.sha256 = sha256_hex(text);
   spec.path = file_;

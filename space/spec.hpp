@@ -31,9 +31,10 @@ struct Limits {
 };
 
 struct Sampling {
-  enum class Kind { grid, random, sobol };
+  enum class Kind { grid, random, sobol, adaptive };
   Kind kind = Kind::grid;
-  std::int64_t count = 0;  // random / sobol: number of configs drawn
+  std::int64_t count = 0;    // random / sobol: configs drawn; adaptive: configs measured in all
+  std::int64_t initial = 0;  // adaptive: space-filling (Sobol) configs measured before the model
   std::uint64_t seed = 0;
 };
 
@@ -46,6 +47,8 @@ struct Spec {
   MeasureSettings measure;
   Limits limits;
   std::vector<Config> configs;  // expanded, sampled, de-duplicated; order = spec order
+                                // (adaptive: the full grid, the candidates)
+  std::vector<Config> initial;  // adaptive: the `initial` Sobol configs, a subset of configs
 };
 
 // Reads, validates and expands a spec. Throws SpecError (one line, FILE:LINE:COL) on any problem;

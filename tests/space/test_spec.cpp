@@ -284,6 +284,23 @@ TEST_CASE("sobol sampling: N distinct configs, reproducible, seed-dependent, cov
   CHECK(parse_spec(with_sampling("{sobol: 1944}"), "q.yaml").configs.size() == 1944);
 }
 
+TEST_CASE("adaptive sampling: the grid is the candidates, initial is a Sobol subset of it") {
+  const auto a = parse_spec(with_sampling("{adaptive: 100, initial: 20, seed: 3}"), "a.yaml");
+  CHECK(a.sampling.kind == Sampling::Kind::adaptive);
+  CHECK(a.sampling.count == 100);
+  CHECK(a.sampling.initial == 20);
+  CHECK(a.sampling.seed == 3);
+  CHECK(a.configs.size() == parse_spec(kParaDnnFc, "g.yaml").configs.size());
+  REQUIRE(a.initial.size() == 20);
+  const auto sobol = parse_spec(with_sampling("{sobol: 20, seed: 3}"), "q.yaml");
+  for (std::size_t i = 0; i < 20; ++i)
+    CHECK(a.initial[i].config_id() == sobol.configs[i].config_id());
+  // initial defaults to a fifth of the budget, at least 8.
+  CHECK(parse_spec(with_sampling("{adaptive: 100}"), "a.yaml").sampling.initial == 20);
+  CHECK(parse_spec(with_sampling("{adaptive: 30}"), "a.yaml").sampling.initial == 8);
+  CHECK(parse_spec(with_sampling("{adaptive: 5}"), "a.yaml").sampling.initial == 5);
+}
+
 TEST_CASE("sampling splits N across families proportionally to their grid sizes") {
   CHECK(split_proportionally(10, {30, 10}) == std::vector<std::uint64_t>{8, 2});  // 7.5 + 2.5
   CHECK(split_proportionally(3, {1, 1, 1}) == std::vector<std::uint64_t>{1, 1, 1});
@@ -402,14 +419,30 @@ TEST_CASE("malformed specs give one exact line: FILE:LINE:COL: key: message") {
        "avx2, avx512_core, avx512_core_vnni, avx512_core_bf16, avx512_core_amx)"},
       {kTinyFc + "knobs:\n", "bad.yaml:9:1: knobs: expected a map, got nothing"},
       {kTinyFc + "sampling: lhs\n",
-       "bad.yaml:9:11: sampling: expected grid, {random: N, seed: S} or {sobol: N, seed: S}, got "
-       "'lhs'"},
+       "bad.yaml:9:11: sampling: expected grid, {random: N, seed: S}, {sobol: N, seed: S} or "
+       "{adaptive: N, initial: M, seed: S}, got 'lhs'"},
       {kTinyFc + "sampling: {random: 1, sobol: 1}\n",
-       "bad.yaml:9:23: sampling: give exactly one of random or sobol"},
+       "bad.yaml:9:23: sampling: give exactly one of random, sobol or adaptive"},
+      {kTinyFc + "sampling: {random: 1, adaptive: 1}\n",
+       "bad.yaml:9:23: sampling: give exactly one of random, sobol or adaptive"},
+      {kTinyFc + "sampling: {random: 1, initial: 1}\n",
+       "bad.yaml:9:23: sampling.initial: only adaptive sampling takes initial"},
+      {kTinyFc + "sampling: {adaptive: 0}\n",
+       "bad.yaml:9:22: sampling.adaptive: expected a positive number of configs, got '0'"},
+      {kTinyFc + "sampling: {adaptive: 2}\n",
+       "bad.yaml:9:22: sampling.adaptive: 2 configs requested, but the grid holds only 1"},
+      {kTinyFc + "sampling: {adaptive: 1, initial: many}\n",
+       "bad.yaml:9:34: sampling.initial: expected a positive number of configs, got 'many'"},
+      {kTinyFc + "sampling: {adaptive: 1, initial: 2}\n",
+       "bad.yaml:9:34: sampling.initial: must be at most adaptive (1), got 2"},
+      {kTinyFc + "sampling: {adaptive: 1, seed: 99999999999}\n",
+       "bad.yaml:9:31: sampling.seed: a Sobol seed (points skipped) must be at most 4294967295, "
+       "got 99999999999"},
       {kTinyFc + "sampling: {seed: 1}\n",
-       "bad.yaml:9:11: sampling: give exactly one of random or sobol"},
+       "bad.yaml:9:11: sampling: give exactly one of random, sobol or adaptive"},
       {kTinyFc + "sampling: {random: 1, seeds: 1}\n",
-       "bad.yaml:9:23: sampling.seeds: unknown key (expected one of: random, sobol, seed)"},
+       "bad.yaml:9:23: sampling.seeds: unknown key (expected one of: random, sobol, adaptive, "
+       "initial, seed)"},
       {kTinyFc + "sampling: {random: 2, seed: 1}\n",
        "bad.yaml:9:20: sampling.random: 2 configs requested, but the grid holds only 1"},
       {kTinyFc + "sampling: {sobol: 0}\n",

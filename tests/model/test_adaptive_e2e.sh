@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Adaptive sampling end to end: exactly N ok rows (the initial Sobol configs among them), no
+# duplicates after kill -9 and resume or a rerun, /predicted holds the whole grid (read by h5py),
+# and the same under an MPI farm.
+source "$DNNSCAPE_SOURCE/tests/app/lib.sh"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+spec="$DNNSCAPE_SOURCE/tests/model/specs/adaptive-fc.yaml"
+out="$WORK/adaptive.h5"
+
+rows_now() {
+  "$PYTHON" - "$out" <<'PY' 2>/dev/null || echo 0
+import sys, h5py
+try:
+    with h5py.File(sys.argv[1], "r", libver="latest", swmr=True) as f:
+        print(min(len(d) for d in f["runs"].values()))
+except Exception:
+    print(0)
+PY
+}
+
+check() {  # FILE N
+  "$PYTHON" - "$1" "$2" "$spec" <<'PY'
+import sys, h5py
+path, n = sys.argv[1], int(sys.argv[2])
+with h5py.File(path, "r") as f:
+    ids = list(f["runs/config_id"][()])
+    st = set(f["runs/status"][()])
+    p = f["predicted"]
+    assert p.attrs["metric"] in ("step_time_s", b"step_time_s")
+    pid = list(p["config_id"][()])
+    pred, lo, hi = p["predicted"][()], p["lower_90"][()], p["upper_90"][()]
+    measured = p["measured"][()]
+    extra = p["extrapolated"][()]
+    fam = set(p["family"][()])
+    batch = set(p["batch"][()].tolist())
+assert len(ids) == n, (len(ids), n)
+assert len(set(ids)) == len(ids), "duplicate rows"
+assert st == {b"ok"}, st
+assert len(pid) == 60 and len(set(pid)) == 60, len(pid)
+assert set(ids) <= set(pid)
+assert int(measured.sum()) == n, measured.sum()
+assert all(0 < l < v < h for l, v, h in zip(lo, pred, hi))
+assert fam == {b"fc"} and batch == {8, 16, 32}
+print(f"{path}: {n} ok rows, /predicted {len(pid)} rows ({int(extra.sum())} extrapolated)")
+PY
+}
+
+"$DNNSCAPE" run "$spec" -o "$out" --plain-progress >"$WORK/run1.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 900); do
+  n=$(rows_now)
+  (( n >= 10 )) && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.1
+done
+kill -0 $pid 2>/dev/null || { cat "$WORK/run1.log"; fail "the sweep finished before it could be killed"; }
+kill -9 $pid
+wait $pid 2>/dev/null || true
+before=$(rows_now)
+(( before >= 10 && before < 20 )) || fail "$before rows after kill -9"
+
+expect_exit 0 "$DNNSCAPE" run "$spec" -o "$out" --plain-progress
+grep -q "already recorded" "$WORK/err" || { cat "$WORK/out" "$WORK/err"; fail "no resume"; }
+grep -q "adaptive: 20 of 60 configs measured; predicted 60" "$WORK/err" || { cat "$WORK/err"; fail "adaptive summary"; }
+check "$out" 20
+
+# A rerun measures nothing more and rewrites /predicted.
+expect_exit 0 "$DNNSCAPE" run "$spec" -o "$out" --plain-progress
+check "$out" 20
+
+# Under an MPI farm (2 workers): batches of at least 4, the same protocol per round.
+expect_exit 0 mpirun --oversubscribe --bind-to none -np 3 "$DNNSCAPE" run "$spec" -o "$WORK/farm.h5" --plain-progress
+grep -q "adaptive: 20 of 60 configs measured" "$WORK/err" || { cat "$WORK/out" "$WORK/err"; fail "farm adaptive"; }
+check "$WORK/farm.h5" 20
+echo "adaptive e2e test passed"
