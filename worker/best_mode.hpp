@@ -9,11 +9,13 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "worker/model.hpp"
 #include "worker/peak.hpp"
 
 namespace dnnscape::worker::best {
@@ -123,5 +125,26 @@ Decision measure_and_choose(const std::vector<Candidate>& candidates,
 
 // Records a decision (cache put + stats).
 void record(const LayerKey& key, const Decision& d, bool from_cache);
+
+// A model built with a chosen algorithm for the whole model (fc, rnn): its /ops impl strings and
+// impl() carry the choice before oneDNN's kernel name ("best:matmul brg:avx512_core").
+class ChosenModel final : public Model {
+ public:
+  ChosenModel(std::unique_ptr<Model> m, const std::string& choice)
+      : m_(std::move(m)), prefix_("best:" + choice + " ") {}
+  void step() override { m_->step(); }
+  [[nodiscard]] const ModelCounts& counts() const override { return m_->counts(); }
+  [[nodiscard]] double last_loss() const override { return m_->last_loss(); }
+  std::vector<store::OpRecord> profile_step() override {
+    auto ops = m_->profile_step();
+    for (auto& o : ops) o.impl = prefix_ + o.impl;
+    return ops;
+  }
+  [[nodiscard]] std::string impl() const override { return prefix_ + m_->impl(); }
+
+ private:
+  std::unique_ptr<Model> m_;
+  std::string prefix_;
+};
 
 }  // namespace dnnscape::worker::best

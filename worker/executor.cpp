@@ -27,13 +27,6 @@ using store::RunRecord;
 
 namespace {
 
-// What is built for `config`: rnn has one algorithm (fused), so its best is fused.
-space::Config as_built(const space::Config& config) {
-  space::Config c = config;
-  if (c.family == space::Family::rnn && c.knobs.algorithm == "best") c.knobs.algorithm = "fused";
-  return c;
-}
-
 // algorithm best: the default model measured side by side with the chosen one (interleaved steps,
 // alternating which goes first), so that the speedup is not an artefact of load changing between
 // two measurements. Both are built fresh (best's decisions come from the cache: no search), so
@@ -46,9 +39,6 @@ std::string best_versus_default(const space::Config& config, double memory_bytes
       "search: {} layer passes decided, {} from the cache, {} candidates measured, {} pruned by "
       "the cost model",
       st.decisions, st.cache_hits, st.measurements, st.pruned);
-  if (config.family == space::Family::rnn) {
-    return "best = fused (the only rnn algorithm built): speedup over default 1.00x by definition";
-  }
   const double need = 2 * memory_bytes;
   if (need > ctx.limits.memory_fraction * available_memory_bytes()) {
     return fmt::format("best: default not measured side by side (both models would not fit); {}",
@@ -56,7 +46,7 @@ std::string best_versus_default(const space::Config& config, double memory_bytes
   }
   space::Config dc = config;
   dc.knobs.algorithm = "default";
-  auto mine = build_model(as_built(config));
+  auto mine = build_model(config);
   Model& best_model = *mine;
   auto def = build_model(dc);
   for (int i = 0; i < 2; ++i) {  // warm-up of both
@@ -147,7 +137,7 @@ RunRecord predicted_record(const space::Config& config, const Peaks& peaks) {
   r.config = config;
   r.config_id = config.config_id();
   try {
-    const ModelCounts c = predict_counts(as_built(config));
+    const ModelCounts c = predict_counts(config);
     r.metrics.flops = c.flops;
     r.metrics.bytes = c.bytes;
     r.metrics.params = c.params;
@@ -174,7 +164,7 @@ std::string skip_reason(const space::Config& config, const space::Limits& limits
   }
   ModelCounts c;
   try {
-    c = predict_counts(as_built(config));
+    c = predict_counts(config);
   } catch (const Unsupported& e) {
     return e.what();
   }
@@ -212,7 +202,7 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
     const bool best_mode = config.knobs.algorithm == "best";
     best::set_peaks(ctx.peaks);
     best::reset_stats();
-    auto model = build_model(as_built(config));
+    auto model = build_model(config);
     const best::BestModeStats search_stats = best::stats();
     r.provenance.effective_isa = onednn_isa();
     const ModelCounts& c = model->counts();

@@ -697,34 +697,14 @@ std::string choose_fc_algorithm(const space::Config& config) {
   return d.algorithm;
 }
 
-// The chosen model, its /ops impl strings prefixed with the choice ("best:matmul brg:...").
-class BestFcModel final : public Model {
- public:
-  BestFcModel(std::unique_ptr<FcModel> m, std::string choice)
-      : m_(std::move(m)), prefix_(fmt::format("best:{} ", choice)) {}
-  void step() override { m_->step(); }
-  [[nodiscard]] const ModelCounts& counts() const override { return m_->counts(); }
-  [[nodiscard]] double last_loss() const override { return m_->last_loss(); }
-  std::vector<store::OpRecord> profile_step() override {
-    auto ops = m_->profile_step();
-    for (auto& o : ops) o.impl = prefix_ + o.impl;
-    return ops;
-  }
-  [[nodiscard]] std::string impl() const override { return prefix_ + m_->impl(); }
-
- private:
-  std::unique_ptr<FcModel> m_;
-  std::string prefix_;
-};
-
 }  // namespace
 
 std::unique_ptr<Model> build_fc(const space::Config& config, std::uint64_t seed) {
   if (config.knobs.algorithm == "best") {
     space::Config chosen = config;
     chosen.knobs.algorithm = choose_fc_algorithm(config);
-    return std::make_unique<BestFcModel>(std::make_unique<FcModel>(chosen, seed),
-                                         chosen.knobs.algorithm);
+    return std::make_unique<best::ChosenModel>(std::make_unique<FcModel>(chosen, seed),
+                                               chosen.knobs.algorithm);
   }
   return std::make_unique<FcModel>(config, seed);
 }

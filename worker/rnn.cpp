@@ -22,17 +22,21 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
 #include <fmt/format.h>
 
+#include "worker/best_mode.hpp"
+#include "worker/dnnl_util.hpp"
 #include "worker/families.hpp"
 
 namespace dnnscape::worker {
 
 namespace {
 
+namespace du = dnnl_util;
 using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
@@ -56,6 +60,10 @@ struct Dims {
   bool training = true;
   // algorithm decomposed: matmul + host element-wise ops per step instead of the RNN primitives.
   bool decomposed = false;
+  // dtype bf16 (fused only): bf16 activations and weight copies, f32 master weights, weight
+  // gradients, activation gradients (oneDNN 2.6's RNN backward takes f32 diffs only), logits.
+  bool bf16 = false;
+  [[nodiscard]] double act_bytes() const { return bf16 ? 2.0 : 4.0; }
   [[nodiscard]] std::int64_t rows() const { return T * B; }
   [[nodiscard]] double cell_weights() const {  // weights_layer + weights_iter, all layers
     return static_cast<double>(L) * G * H * (E + H);
@@ -68,8 +76,13 @@ Dims dims_of(const space::Config& c) {
   if (c.family != space::Family::rnn) {
     throw std::invalid_argument("rnn: config is not of the rnn family");
   }
-  if (c.knobs.dtype != "f32") {
-    throw Unsupported(fmt::format("rnn: dtype {} is not supported yet (f32 only)", c.knobs.dtype));
+  if (c.knobs.dtype != "f32" && c.knobs.dtype != "bf16") {
+    throw Unsupported(fmt::format("rnn: dtype {} is not f32 or bf16", c.knobs.dtype));
+  }
+  if (c.knobs.dtype == "bf16" && c.knobs.algorithm == "decomposed") {
+    throw Unsupported(
+        "rnn: algorithm decomposed is f32 only (its element-wise host loops are not built for "
+        "bf16); algorithm fused has bf16");
   }
   // best is resolved by build_rnn_model (a measured choice); its counts are the default's.
   if (c.knobs.algorithm != "default" && c.knobs.algorithm != "fused" &&
@@ -91,6 +104,7 @@ Dims dims_of(const space::Config& c) {
   d.B = c.batch;
   d.training = c.knobs.mode == "training";
   d.decomposed = c.knobs.algorithm == "decomposed";
+  d.bf16 = c.knobs.dtype == "bf16";
   for (auto [name, v] :
        {std::pair{"layers", d.L}, std::pair{"embedding", d.E}, std::pair{"length", d.T},
         std::pair{"vocab", d.V}, std::pair{"batch", d.B}}) {
@@ -124,7 +138,8 @@ double good_ld(std::int64_t dim) {
 double workspace_bytes_estimate(const Dims& d) {
   const double cells = static_cast<double>(d.L) * d.T * d.B;
   const double states = static_cast<double>(d.L + 1) * (d.T + 1) * d.B * good_ld(d.H);
-  return kF32 *
+  // bf16: 0.70-0.72 of the f32 size in the sizes oneDNN 2.6.3 reports (bf16 states, f32 gates).
+  return (d.bf16 ? 0.72 : 1.0) * kF32 *
          (cells * good_ld(d.G * d.H) + cells * good_ld(d.H) + (d.cell == "lstm" ? 7 : 5) * states);
 }
 
@@ -133,9 +148,11 @@ double workspace_bytes_estimate(const Dims& d) {
 double scratchpad_bytes_estimate(const Dims& d) {
   const double tail = 10.0 * d.B * good_ld(d.H) + 8192;
   const double gates = static_cast<double>(d.T) * d.B * good_ld(d.G * d.H);
-  if (d.training) return kF32 * (5 * gates + tail);
+  // bf16 (oneDNN 2.6.3, coarse): training scratchpads of 0.2-2 MB where f32 has 2-40 MB;
+  // inference about 2/3 of f32's.
+  if (d.training) return d.bf16 ? 2 * gates : kF32 * (5 * gates + tail);
   const double states = static_cast<double>(d.L + 1) * (d.T + 1) * d.B * good_ld(d.H);
-  return kF32 * ((d.cell == "lstm" ? 3 : 2) * states + gates + tail);
+  return (d.bf16 ? 2.0 / 3.0 : 1.0) * kF32 * ((d.cell == "lstm" ? 3 : 2) * states + gates + tail);
 }
 
 struct OpCost {
@@ -207,31 +224,38 @@ std::vector<OpCost> op_costs(const Dims& d) {
   const double U = expected_distinct(V, N);
   // Initial states (zeros, h and for LSTM c) read by both passes, their diffs written by backward.
   const double S = static_cast<double>(d.L) * d.B * H * (d.cell == "lstm" ? 2 : 1);
+  // Element sizes: a for activations and the weights the primitives read (bf16: 2), f = 4 for
+  // master weights, gradients, biases, the LSTM's c state, logits and probabilities.
+  const double a = d.act_bytes(), f = kF32;
+  const double Sh = static_cast<double>(d.L) * d.B * H, Sc = S - Sh;  // h and c initial states
   const std::string fwd = "forward";
   std::vector<OpCost> ops;
-  ops.push_back({kLayerEmbedding, "embedding", fwd, 0, kId * N + kF32 * 2 * N * E});
+  ops.push_back({kLayerEmbedding, "embedding", fwd, 0, kId * N + (f + a) * N * E});
   if (d.decomposed) {
     for (auto& op : decomposed_costs(d).first) ops.push_back(std::move(op));
   } else {
     ops.push_back(
-        {kLayerCells, d.cell, fwd, cell_flops, kF32 * (N * E + S + Pw + Pb + N * H) + ws});
+        {kLayerCells, d.cell, fwd, cell_flops, a * (N * E + Sh + Pw + N * H) + f * (Sc + Pb) + ws});
   }
-  ops.push_back({kLayerDense, "inner_product", fwd, dense_flops, kF32 * (N * H + Pd + N * V)});
-  ops.push_back({kLayerLoss, "softmax", fwd, 0, kF32 * 2 * N * V});
+  ops.push_back(
+      {kLayerDense, "inner_product", fwd, dense_flops, a * (N * H + H * V) + f * (V + N * V)});
+  ops.push_back({kLayerLoss, "softmax", fwd, 0, f * 2 * N * V});
   if (!d.training) return ops;
-  ops.push_back({kLayerLoss, "loss", fwd, 0, kId * N + kF32 * 2 * N * V});
-  ops.push_back(
-      {kLayerDense, "inner_product", "backward_data", dense_flops, kF32 * (N * V + H * V + N * H)});
-  ops.push_back(
-      {kLayerDense, "inner_product", "backward_weights", dense_flops, kF32 * (N * H + N * V + Pd)});
+  // Reads the probabilities, writes the logits' gradient (in place in f32, a bf16 copy in bf16).
+  ops.push_back({kLayerLoss, "loss", fwd, 0, kId * N + (f + a) * N * V});
+  ops.push_back({kLayerDense, "inner_product", "backward_data", dense_flops,
+                 a * (N * V + H * V) + f * N * H});
+  ops.push_back({kLayerDense, "inner_product", "backward_weights", dense_flops,
+                 a * (N * H + N * V) + f * Pd});
   if (d.decomposed) {
     for (auto& op : decomposed_costs(d).second) ops.push_back(std::move(op));
   } else {
-    ops.push_back({kLayerCells, "reorder", "backward_data", 0, kF32 * 2 * Pw});
+    ops.push_back({kLayerCells, "reorder", "backward_data", 0, a * 2 * Pw});
     // One primitive computes diff data and diff weights; diff weights are accumulated
-    // (read + write).
+    // (read + write). Diffs are f32 (oneDNN 2.6), inputs at their own size.
     ops.push_back({kLayerCells, d.cell, "backward_data", 2 * cell_flops,
-                   kF32 * (2 * N * E + 2 * S + Pw + Pb + 2 * N * H + 2 * (Pw + Pb)) + ws});
+                   a * (N * E + Sh + Pw + N * H) + f * (Sc + Pb) +
+                       f * (N * E + S + N * H + 2 * (Pw + Pb)) + ws});
   }
   ops.push_back(
       {kLayerEmbedding, "embedding", "backward_weights", 0, kId * N + kF32 * (N * E + U * E)});
@@ -240,6 +264,10 @@ std::vector<OpCost> op_costs(const Dims& d) {
   // (4 passes); the decomposed matmuls overwrite theirs (3 passes).
   ops.push_back({kLayerCells, "update", "update", 0, kF32 * (d.decomposed ? 3 : 4) * (Pw + Pb)});
   ops.push_back({kLayerDense, "update", "update", 0, kF32 * 3 * Pd});
+  if (d.bf16) {  // mixed precision: the updated f32 masters rounded into the bf16 copies
+    ops.push_back({kLayerCells, "reorder", "update", 0, (f + a) * Pw});
+    ops.push_back({kLayerDense, "reorder", "update", 0, (f + a) * H * V});
+  }
   return ops;
 }
 
@@ -275,15 +303,21 @@ double memory_bytes_estimate(const Dims& d) {
   // Forward: table, ids, embedded input, cell weights, hidden output, dense weights, logits.
   const double state = static_cast<double>(d.L) * d.B * H;
   const double n_states = d.cell == "lstm" ? 2 : 1;
-  double floats = V * E + N * E + state + Pw + Pb + N * H + Pd + N * V;
+  // Element sizes as in op_costs(): a (bf16: 2) for activations and the weights primitives read.
+  const double a = d.act_bytes(), f = kF32;
+  // f32 shares one zero state for h and c; bf16 needs a bf16 h and an f32 c.
+  double bytes = f * (V * E + Pb + V + N * V) + a * (N * E + state + Pw + N * H + H * V);
+  if (d.bf16 && d.cell == "lstm") bytes += f * state;
   double ids = 2 * N;  // tokens, targets
   if (d.training) {
     // Gradients of every weight, the cells' backward-layout weights, diff of the hidden output
-    // and of the embedded input; the embedding index.
-    floats += V * E + 2 * Pw + Pb + Pd + N * H + N * E + n_states * state;
+    // and of the embedded input, diff states; the embedding index; bf16: the f32 masters of the
+    // cell and dense weights and the bf16 logits gradient.
+    bytes += f * (V * E + Pw + Pb + Pd + N * H + N * E + n_states * state) + a * Pw;
+    if (d.bf16) bytes += f * (Pw + H * V) + a * N * V;
     ids += 2 * N + 2 * expected_distinct(V, N) + 1;  // positions, rows, row starts (int64)
   }
-  return kF32 * floats + kId * ids + (d.training ? workspace_bytes_estimate(d) : 0) +
+  return bytes + kId * ids + (d.training ? workspace_bytes_estimate(d) : 0) +
          scratchpad_bytes_estimate(d);
 }
 
@@ -361,8 +395,15 @@ class RnnModelImpl final : public RnnModel {
   [[nodiscard]] const std::vector<std::int32_t>& tokens() const override { return tokens_; }
   [[nodiscard]] const std::vector<std::int32_t>& targets() const override { return targets_; }
   [[nodiscard]] std::vector<float> hidden() const override {
+    const auto n = static_cast<std::size_t>(d_.rows() * d_.H);
+    if (d_.bf16) {
+      const auto* h = static_cast<const std::uint16_t*>(dst_layer_.get_data_handle());
+      std::vector<float> out(n);
+      for (std::size_t i = 0; i < n; ++i) out[i] = du::from_bf16(h[i]);
+      return out;
+    }
     const float* h = f32(dst_layer_);
-    return {h, h + d_.rows() * d_.H};
+    return {h, h + n};
   }
   [[nodiscard]] float learning_rate() const override { return lr_; }
   void set_learning_rate(float lr) override { lr_ = lr; }
@@ -408,6 +449,8 @@ class RnnModelImpl final : public RnnModel {
   // Copies between a primitive layout and a plain one (params/set_params for the tests).
   std::vector<float> read_plain(const memory& m, const memory::desc& plain) const;
   void write_plain(const std::vector<float>& v, const memory& m, const memory::desc& plain);
+  // The cell and dense weights and biases of `p` into the masters, then their bf16 copies.
+  void write_weights(const RnnParams& p);
 
   Dims d_;
   std::vector<OpCost> costs_;           // the /ops rows, op_costs(d_)
@@ -431,7 +474,12 @@ class RnnModelImpl final : public RnnModel {
   // computes a wrong diff_weights_iter for the top layer of vanilla RNN and LSTM (checked by
   // tests/worker/test_rnn.cpp). diff_src_iter(_c) are written and not used.
   memory src_iter_, diff_src_iter_, diff_src_iter_c_;
-  memory w_layer_, w_iter_, bias_;     // forward layouts (updated in place)
+  memory src_iter_c_;               // the LSTM's zero c state: src_iter_ (f32) or an f32 one
+  memory w_layer_, w_iter_, bias_;  // forward layouts (updated in place)
+  // f32 masters (SGD) of the weights: w_layer_, w_iter_, dense_w_ themselves, or (bf16
+  // training) separate f32 tensors whose bf16 copies those are.
+  memory master_layer_, master_iter_, dense_master_;
+  memory dlogits_;                     // the logits gradient: logits_ itself (f32) or a bf16 tensor
   memory w_layer_bwd_, w_iter_bwd_;    // backward layouts, reordered every step
   memory dw_layer_, dw_iter_, dbias_;  // same layouts as w_layer_, w_iter_, bias_
   memory workspace_;
@@ -450,18 +498,24 @@ class RnnModelImpl final : public RnnModel {
 };
 
 // Memory descriptors of the cell stack: ldigo weights, ldgo bias, tnc activations.
+// bf16: activations, the h state and weights bf16; the c state, bias, every diff f32.
 struct CellDescs {
-  memory::desc src_layer, dst_layer, state, w_layer_any, w_iter_any, bias_any, w_layer_plain,
-      w_iter_plain, bias_plain;
+  memory::desc src_layer, dst_layer, state, state_c, w_layer_any, w_iter_any, bias_any,
+      w_layer_plain, w_iter_plain, bias_plain, diff_src_layer, diff_dst_layer, diff_state;
 };
 
 CellDescs cell_descs(const Dims& d) {
   CellDescs c;
-  c.src_layer = memory::desc({d.T, d.B, d.E}, dt::f32, tag::tnc);
-  c.dst_layer = memory::desc({d.T, d.B, d.H}, dt::f32, tag::tnc);
-  c.state = memory::desc({d.L, 1, d.B, d.H}, dt::f32, tag::ldnc);
-  c.w_layer_any = memory::desc({d.L, 1, d.E, d.G, d.H}, dt::f32, tag::any);
-  c.w_iter_any = memory::desc({d.L, 1, d.H, d.G, d.H}, dt::f32, tag::any);
+  const dt a = d.bf16 ? dt::bf16 : dt::f32;
+  c.src_layer = memory::desc({d.T, d.B, d.E}, a, tag::tnc);
+  c.dst_layer = memory::desc({d.T, d.B, d.H}, a, tag::tnc);
+  c.state = memory::desc({d.L, 1, d.B, d.H}, a, tag::ldnc);
+  c.state_c = memory::desc({d.L, 1, d.B, d.H}, dt::f32, tag::ldnc);
+  c.diff_src_layer = memory::desc({d.T, d.B, d.E}, dt::f32, tag::tnc);
+  c.diff_dst_layer = memory::desc({d.T, d.B, d.H}, dt::f32, tag::tnc);
+  c.diff_state = c.state_c;
+  c.w_layer_any = memory::desc({d.L, 1, d.E, d.G, d.H}, a, tag::any);
+  c.w_iter_any = memory::desc({d.L, 1, d.H, d.G, d.H}, a, tag::any);
   c.bias_any = memory::desc({d.L, 1, d.G, d.H}, dt::f32, tag::any);
   c.w_layer_plain = memory::desc({d.L, 1, d.E, d.G, d.H}, dt::f32, tag::ldigo);
   c.w_iter_plain = memory::desc({d.L, 1, d.H, d.G, d.H}, dt::f32, tag::ldigo);
@@ -473,13 +527,14 @@ CellDescs cell_descs(const Dims& d) {
 struct CellPds {
   dnnl::primitive fwd, bwd;
   memory::desc w_layer, w_iter, bias, w_layer_bwd, w_iter_bwd, bias_bwd, workspace;
+  memory::desc dw_layer, dw_iter, dbias;  // f32: the forward layouts, bf16: oneDNN's choice
   std::string fwd_impl, bwd_impl;
   std::size_t fwd_scratch = 0, bwd_scratch = 0;
 };
 
 template <typename Fwd, typename Bwd>
 void fill_pds(CellPds& out, const typename Fwd::primitive_desc& fpd,
-              const typename Bwd::primitive_desc* bpd) {
+              const typename Bwd::primitive_desc* bpd, bool bf16) {
   out.fwd = Fwd(fpd);
   out.w_layer = fpd.weights_layer_desc();
   out.w_iter = fpd.weights_iter_desc();
@@ -494,8 +549,11 @@ void fill_pds(CellPds& out, const typename Fwd::primitive_desc& fpd,
     out.bias_bwd = bpd->bias_desc();
     out.bwd_impl = impl_of(*bpd);
     out.bwd_scratch = bpd->scratchpad_desc().get_size();
-    if (bpd->diff_weights_layer_desc() != out.w_layer ||
-        bpd->diff_weights_iter_desc() != out.w_iter || bpd->diff_bias_desc() != out.bias) {
+    out.dw_layer = bpd->diff_weights_layer_desc();
+    out.dw_iter = bpd->diff_weights_iter_desc();
+    out.dbias = bpd->diff_bias_desc();
+    if (out.dbias != out.bias ||
+        (!bf16 && (out.dw_layer != out.w_layer || out.dw_iter != out.w_iter))) {
       throw std::logic_error("rnn: diff weights layout differs from the weights layout");
     }
     if (bpd->workspace_desc() != out.workspace) {
@@ -511,6 +569,13 @@ CellPds make_cell_pds(const Dims& d, const dnnl::engine& eng, const dnnl::primit
       d.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   const auto dir = dnnl::rnn_direction::unidirectional_left2right;
   CellPds out;
+  // Diff weights take the forward layouts so that SGD is elementwise (f32); bf16: f32 in the
+  // layout oneDNN picks, which the f32 masters then take.
+  const auto diff_weights = [&](const auto& fpd) {
+    if (!d.bf16) return std::tuple{fpd.weights_layer_desc(), fpd.weights_iter_desc()};
+    return std::tuple{memory::desc(c.w_layer_any.dims(), dt::f32, tag::any),
+                      memory::desc(c.w_iter_any.dims(), dt::f32, tag::any)};
+  };
   if (d.cell == "rnn") {
     using F = dnnl::vanilla_rnn_forward;
     using B = dnnl::vanilla_rnn_backward;
@@ -519,33 +584,33 @@ CellPds make_cell_pds(const Dims& d, const dnnl::engine& eng, const dnnl::primit
                                   c.bias_any, c.dst_layer, none),
                           attr, eng);
     if (!d.training) {
-      fill_pds<F, B>(out, fpd, nullptr);
+      fill_pds<F, B>(out, fpd, nullptr, d.bf16);
       return out;
     }
-    // Diff weights take the forward layouts so that SGD is elementwise.
-    B::primitive_desc bpd(B::desc(dnnl::prop_kind::backward, act, dir, c.src_layer, c.state,
-                                  c.w_layer_any, c.w_iter_any, c.bias_any, c.dst_layer, none,
-                                  c.src_layer, c.state, fpd.weights_layer_desc(),
-                                  fpd.weights_iter_desc(), fpd.bias_desc(), c.dst_layer, none),
-                          attr, eng, fpd);
-    fill_pds<F, B>(out, fpd, &bpd);
+    const auto [dwl, dwi] = diff_weights(fpd);
+    B::primitive_desc bpd(
+        B::desc(dnnl::prop_kind::backward, act, dir, c.src_layer, c.state, c.w_layer_any,
+                c.w_iter_any, c.bias_any, c.dst_layer, none, c.diff_src_layer, c.diff_state, dwl,
+                dwi, fpd.bias_desc(), c.diff_dst_layer, none),
+        attr, eng, fpd);
+    fill_pds<F, B>(out, fpd, &bpd, d.bf16);
   } else if (d.cell == "lstm") {
     using F = dnnl::lstm_forward;
     using B = dnnl::lstm_backward;
-    F::primitive_desc fpd(F::desc(prop, dir, c.src_layer, c.state, c.state, c.w_layer_any,
+    F::primitive_desc fpd(F::desc(prop, dir, c.src_layer, c.state, c.state_c, c.w_layer_any,
                                   c.w_iter_any, c.bias_any, c.dst_layer, none, none),
                           attr, eng);
     if (!d.training) {
-      fill_pds<F, B>(out, fpd, nullptr);
+      fill_pds<F, B>(out, fpd, nullptr, d.bf16);
       return out;
     }
+    const auto [dwl, dwi] = diff_weights(fpd);
     B::primitive_desc bpd(
-        B::desc(dnnl::prop_kind::backward, dir, c.src_layer, c.state, c.state, c.w_layer_any,
-                c.w_iter_any, c.bias_any, c.dst_layer, none, none, c.src_layer, c.state, c.state,
-                fpd.weights_layer_desc(), fpd.weights_iter_desc(), fpd.bias_desc(), c.dst_layer,
-                none, none),
+        B::desc(dnnl::prop_kind::backward, dir, c.src_layer, c.state, c.state_c, c.w_layer_any,
+                c.w_iter_any, c.bias_any, c.dst_layer, none, none, c.diff_src_layer, c.diff_state,
+                c.diff_state, dwl, dwi, fpd.bias_desc(), c.diff_dst_layer, none, none),
         attr, eng, fpd);
-    fill_pds<F, B>(out, fpd, &bpd);
+    fill_pds<F, B>(out, fpd, &bpd, d.bf16);
   } else {
     using F = dnnl::gru_forward;
     using B = dnnl::gru_backward;
@@ -553,15 +618,16 @@ CellPds make_cell_pds(const Dims& d, const dnnl::engine& eng, const dnnl::primit
                                   c.bias_any, c.dst_layer, none),
                           attr, eng);
     if (!d.training) {
-      fill_pds<F, B>(out, fpd, nullptr);
+      fill_pds<F, B>(out, fpd, nullptr, d.bf16);
       return out;
     }
+    const auto [dwl, dwi] = diff_weights(fpd);
     B::primitive_desc bpd(
         B::desc(dnnl::prop_kind::backward, dir, c.src_layer, c.state, c.w_layer_any, c.w_iter_any,
-                c.bias_any, c.dst_layer, none, c.src_layer, c.state, fpd.weights_layer_desc(),
-                fpd.weights_iter_desc(), fpd.bias_desc(), c.dst_layer, none),
+                c.bias_any, c.dst_layer, none, c.diff_src_layer, c.diff_state, dwl, dwi,
+                fpd.bias_desc(), c.diff_dst_layer, none),
         attr, eng, fpd);
-    fill_pds<F, B>(out, fpd, &bpd);
+    fill_pds<F, B>(out, fpd, &bpd, d.bf16);
   }
   return out;
 }
@@ -694,8 +760,12 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
 
   // Dense: inner product over N rows. Weights in the layout the forward prefers, if the backward
   // implementations take it without falling back to a reference kernel; otherwise plain oi.
-  const memory::desc ip_src({N, H}, dt::f32, tag::nc);
+  // bf16: bf16 src, weights and logits gradient, f32 logits, diff src, weight gradients.
+  const dt adt = d_.bf16 ? dt::bf16 : dt::f32;
+  const memory::desc ip_src({N, H}, adt, tag::nc);
+  const memory::desc ip_diff_src_md({N, H}, dt::f32, tag::nc);
   const memory::desc ip_dst({N, V}, dt::f32, tag::nc);
+  const memory::desc ip_diff_dst({N, V}, adt, tag::nc);
   const memory::desc ip_bias({V}, dt::f32, tag::x);
   const auto ip_prop =
       d_.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
@@ -703,17 +773,19 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
   dnnl::inner_product_backward_data::primitive_desc ip_bwd_data;
   dnnl::inner_product_backward_weights::primitive_desc ip_bwd_w;
   for (const tag wtag : {tag::any, tag::oi}) {
-    const memory::desc w_md({V, H}, dt::f32, wtag);
+    const memory::desc w_md({V, H}, adt, wtag);
     ip_fwd = dnnl::inner_product_forward::primitive_desc(
         dnnl::inner_product_forward::desc(ip_prop, ip_src, w_md, ip_bias, ip_dst), attr, engine_);
     if (!d_.training) break;
     const memory::desc w = ip_fwd.weights_desc();
+    const memory::desc dw = d_.bf16 ? memory::desc({V, H}, dt::f32, tag::any) : w;
     try {
       ip_bwd_data = dnnl::inner_product_backward_data::primitive_desc(
-          dnnl::inner_product_backward_data::desc(ip_src, w, ip_dst), attr, engine_, ip_fwd);
-      ip_bwd_w = dnnl::inner_product_backward_weights::primitive_desc(
-          dnnl::inner_product_backward_weights::desc(ip_src, w, ip_bias, ip_dst), attr, engine_,
+          dnnl::inner_product_backward_data::desc(ip_diff_src_md, w, ip_diff_dst), attr, engine_,
           ip_fwd);
+      ip_bwd_w = dnnl::inner_product_backward_weights::primitive_desc(
+          dnnl::inner_product_backward_weights::desc(ip_src, dw, ip_bias, ip_diff_dst), attr,
+          engine_, ip_fwd);
     } catch (const dnnl::error&) {
       if (wtag == tag::oi) throw;
       continue;
@@ -761,6 +833,8 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
   } else {
     dst_layer_ = make(cd.dst_layer);
     src_iter_ = make(cd.state);
+    // f32: one zero state serves h and c; bf16: h is bf16, c f32.
+    src_iter_c_ = d_.bf16 && d_.cell == "lstm" ? make(cd.state_c) : src_iter_;
     w_layer_ = make(cp.w_layer);
     w_iter_ = make(cp.w_iter);
     bias_ = make(cp.bias);
@@ -768,12 +842,19 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
   dense_w_ = make(ip_fwd.weights_desc());
   dense_b_ = make(ip_fwd.bias_desc());
   logits_ = make(ip_dst);
+  // Mixed precision (bf16 training): f32 masters in the layout of their f32 gradients; the
+  // primitives read bf16 copies (w_layer_, w_iter_, dense_w_), refreshed after each update.
+  const bool copies = d_.bf16 && d_.training;
+  master_layer_ = copies ? make(cp.dw_layer) : w_layer_;
+  master_iter_ = copies ? make(cp.dw_iter) : w_iter_;
+  dense_master_ = copies ? make(ip_bwd_w.diff_weights_desc()) : dense_w_;
+  dlogits_ = copies ? make(ip_diff_dst) : logits_;
   if (d_.training) {
     table_grad_ = make(table_.get_desc());
-    diff_dst_layer_ = make(cd.dst_layer);
-    diff_src_layer_ = make(cd.src_layer);
-    dw_layer_ = make(w_layer_.get_desc());
-    dw_iter_ = make(w_iter_.get_desc());
+    diff_dst_layer_ = make(cd.diff_dst_layer);
+    diff_src_layer_ = make(cd.diff_src_layer);
+    dw_layer_ = make(master_layer_.get_desc());
+    dw_iter_ = make(master_iter_.get_desc());
     dbias_ = make(bias_.get_desc());
     if (d_.decomposed) {
       const auto flat = [](std::int64_t n) { return memory::desc({n}, dt::f32, tag::a); };
@@ -784,11 +865,11 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
       ones_ = make(flat(N));
       std::fill_n(f32(ones_), N, 1.0F);
     } else {
-      diff_src_iter_ = make(cd.state);
-      if (d_.cell == "lstm") diff_src_iter_c_ = make(cd.state);
+      diff_src_iter_ = make(cd.diff_state);
+      if (d_.cell == "lstm") diff_src_iter_c_ = make(cd.diff_state);
       workspace_ = make(cp.workspace);
     }
-    dense_dw_ = make(ip_fwd.weights_desc());
+    dense_dw_ = make(dense_master_.get_desc());
     dense_db_ = make(ip_fwd.bias_desc());
     if (reorder_weights) {
       w_layer_bwd_ = make(cp.w_layer_bwd);
@@ -822,29 +903,32 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
     fill_uniform(p.bias, -k, k, seed, 13);
     fill_uniform(p.dense_weights, -k, k, seed, 14);
     fill_uniform(p.dense_bias, -k, k, seed, 15);
-    write_plain(p.weights_layer, w_layer_, cd.w_layer_plain);
-    write_plain(p.weights_iter, w_iter_, cd.w_iter_plain);
-    write_plain(p.bias, bias_, cd.bias_plain);
-    write_plain(p.dense_weights, dense_w_, memory::desc({V, H}, dt::f32, tag::oi));
-    write_plain(p.dense_bias, dense_b_, ip_bias);
+    write_weights(p);
   });
 
   // The step, op by op (order and costs as op_costs()).
   std::size_t ci = 0;
   const float* table = f32(table_);
-  float* emb = f32(src_layer_);
-  add_op(ci++, "host:tbb", [this, table, emb, E] {
+  void* emb = src_layer_.get_data_handle();
+  const bool bf16 = d_.bf16;
+  add_op(ci++, "host:tbb", [this, table, emb, E, bf16] {
+    const auto e = static_cast<std::size_t>(E);
     tbb::parallel_for(tbb::blocked_range<std::size_t>(0, tokens_.size(), 16), [&](const auto& r) {
       for (std::size_t i = r.begin(); i != r.end(); ++i) {
-        std::memcpy(emb + i * E, table + static_cast<std::size_t>(tokens_[i]) * E,
-                    sizeof(float) * static_cast<std::size_t>(E));
+        const float* row = table + static_cast<std::size_t>(tokens_[i]) * e;
+        if (bf16) {  // the f32 table rows rounded into the bf16 input (nearest even)
+          auto* out = static_cast<std::uint16_t*>(emb) + i * e;
+          for (std::size_t j = 0; j < e; ++j) out[j] = du::to_bf16(row[j]);
+        } else {
+          std::memcpy(static_cast<float*>(emb) + i * e, row, sizeof(float) * e);
+        }
       }
     });
   });
   Args cell_fwd{{DNNL_ARG_SRC_LAYER, src_layer_}, {DNNL_ARG_WEIGHTS_LAYER, w_layer_},
                 {DNNL_ARG_WEIGHTS_ITER, w_iter_}, {DNNL_ARG_BIAS, bias_},
                 {DNNL_ARG_DST_LAYER, dst_layer_}, {DNNL_ARG_SRC_ITER, src_iter_}};
-  if (d_.cell == "lstm") cell_fwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_});
+  if (d_.cell == "lstm") cell_fwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_c_});
   if (d_.training) cell_fwd.insert({DNNL_ARG_WORKSPACE, workspace_});
   if (d_.decomposed) {
     add_decomposed_forward(ci, dp);
@@ -863,34 +947,43 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
   add_primitive(ci++, impl_of(sm_pd), dnnl::softmax_forward(sm_pd),
                 {{DNNL_ARG_SRC, logits_}, {DNNL_ARG_DST, logits_}});
   if (d_.training) {
-    // Mean cross-entropy over the N positions; its gradient (p - onehot) / N written over p.
-    add_op(ci++, "host:tbb", [this, V] {
+    // Mean cross-entropy over the N positions; its gradient (p - onehot) / N written over p (f32)
+    // or rounded into the bf16 dlogits_ (bf16).
+    add_op(ci++, "host:tbb", [this, V, bf16] {
       float* p = f32(logits_);
+      void* g = dlogits_.get_data_handle();
       const auto n = tokens_.size();
+      const auto v = static_cast<std::size_t>(V);
       const float inv_n = 1.0F / static_cast<float>(n);
       loss_ = tbb::parallel_deterministic_reduce(
                   tbb::blocked_range<std::size_t>(0, n, 64), 0.0,
                   [&](const auto& r, double acc) {
                     for (std::size_t i = r.begin(); i != r.end(); ++i) {
-                      float* row = p + i * static_cast<std::size_t>(V);
+                      float* row = p + i * v;
                       const auto t = static_cast<std::size_t>(targets_[i]);
                       acc -= std::log(std::max(row[t], 1e-30F));
-                      for (std::int64_t j = 0; j < V; ++j) row[j] *= inv_n;
-                      row[t] -= inv_n;
+                      if (bf16) {
+                        auto* out = static_cast<std::uint16_t*>(g) + i * v;
+                        for (std::size_t j = 0; j < v; ++j) out[j] = du::to_bf16(row[j] * inv_n);
+                        out[t] = du::to_bf16(row[t] * inv_n - inv_n);
+                      } else {
+                        for (std::size_t j = 0; j < v; ++j) row[j] *= inv_n;
+                        row[t] -= inv_n;
+                      }
                     }
                     return acc;
                   },
                   std::plus<>()) /
               static_cast<double>(n);
     });
-    const memory ip_diff_src(ip_src, engine_, diff_dst_layer_.get_data_handle());
+    const memory ip_diff_src(ip_diff_src_md, engine_, diff_dst_layer_.get_data_handle());
     add_primitive(ci++, impl_of(ip_bwd_data), dnnl::inner_product_backward_data(ip_bwd_data),
-                  {{DNNL_ARG_DIFF_DST, logits_},
+                  {{DNNL_ARG_DIFF_DST, dlogits_},
                    {DNNL_ARG_WEIGHTS, dense_w_},
                    {DNNL_ARG_DIFF_SRC, ip_diff_src}});
     add_primitive(ci++, impl_of(ip_bwd_w), dnnl::inner_product_backward_weights(ip_bwd_w),
                   {{DNNL_ARG_SRC, ip_src_mem},
-                   {DNNL_ARG_DIFF_DST, logits_},
+                   {DNNL_ARG_DIFF_DST, dlogits_},
                    {DNNL_ARG_DIFF_WEIGHTS, dense_dw_},
                    {DNNL_ARG_DIFF_BIAS, dense_db_}});
     if (d_.decomposed) {
@@ -919,7 +1012,7 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
                     {DNNL_ARG_SRC_ITER, src_iter_},
                     {DNNL_ARG_DIFF_SRC_ITER, diff_src_iter_}};
       if (d_.cell == "lstm") {
-        cell_bwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_});
+        cell_bwd.insert({DNNL_ARG_SRC_ITER_C, src_iter_c_});
         cell_bwd.insert({DNNL_ARG_DIFF_SRC_ITER_C, diff_src_iter_c_});
       }
       add_primitive(ci++, cp.bwd_impl, cp.bwd, cell_bwd);
@@ -945,14 +1038,25 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
     // oneDNN accumulates into the cells' diff weights: zero them as they are consumed. The
     // decomposed matmuls overwrite theirs.
     add_op(ci++, "host:tbb", [this, zero = !d_.decomposed] {
-      sgd(span_of(w_layer_), span_of(dw_layer_), lr_, zero);
-      sgd(span_of(w_iter_), span_of(dw_iter_), lr_, zero);
+      sgd(span_of(master_layer_), span_of(dw_layer_), lr_, zero);
+      sgd(span_of(master_iter_), span_of(dw_iter_), lr_, zero);
       sgd(span_of(bias_), span_of(dbias_), lr_, zero);
     });
     add_op(ci++, "host:tbb", [this] {
-      sgd(span_of(dense_w_), span_of(dense_dw_), lr_, false);
+      sgd(span_of(dense_master_), span_of(dense_dw_), lr_, false);
       sgd(span_of(dense_b_), span_of(dense_db_), lr_, false);
     });
+    if (copies) {
+      // Mixed precision: the updated f32 masters rounded into the bf16 copies for the next step.
+      const dnnl::reorder rl(master_layer_, w_layer_), ri(master_iter_, w_iter_);
+      const dnnl::reorder rd(dense_master_, dense_w_);
+      add_op(ci++, impl_of(dnnl::reorder::primitive_desc(master_layer_, w_layer_)), [this, rl, ri] {
+        rl.execute(stream_, master_layer_, w_layer_);
+        ri.execute(stream_, master_iter_, w_iter_);
+      });
+      add_op(ci++, impl_of(dnnl::reorder::primitive_desc(dense_master_, dense_w_)),
+             [this, rd] { rd.execute(stream_, dense_master_, dense_w_); });
+    }
   }
   if (ci != costs_.size()) throw std::logic_error("rnn: ops and op_costs() disagree");
 
@@ -1227,26 +1331,36 @@ RnnParams RnnModelImpl::params() const {
   RnnParams p;
   const float* t = f32(table_);
   p.embedding.assign(t, t + d_.V * d_.E);
-  p.weights_layer = read_plain(w_layer_, cd.w_layer_plain);
-  p.weights_iter = read_plain(w_iter_, cd.w_iter_plain);
+  p.weights_layer = read_plain(master_layer_, cd.w_layer_plain);
+  p.weights_iter = read_plain(master_iter_, cd.w_iter_plain);
   p.bias = read_plain(bias_, cd.bias_plain);
-  p.dense_weights = read_plain(dense_w_, memory::desc({d_.V, d_.H}, dt::f32, tag::oi));
+  p.dense_weights = read_plain(dense_master_, memory::desc({d_.V, d_.H}, dt::f32, tag::oi));
   p.dense_bias = read_plain(dense_b_, memory::desc({d_.V}, dt::f32, tag::x));
   return p;
 }
 
 void RnnModelImpl::set_params(const RnnParams& p) {
   if (!d_.training) throw std::logic_error("rnn: set_params() is for training models");
-  const CellDescs cd = cell_descs(d_);
   if (p.embedding.size() != static_cast<std::size_t>(d_.V * d_.E)) {
     throw std::invalid_argument("rnn: set_params: embedding has the wrong size");
   }
   std::copy(p.embedding.begin(), p.embedding.end(), f32(table_));
-  write_plain(p.weights_layer, w_layer_, cd.w_layer_plain);
-  write_plain(p.weights_iter, w_iter_, cd.w_iter_plain);
+  write_weights(p);
+}
+
+void RnnModelImpl::write_weights(const RnnParams& p) {
+  const CellDescs cd = cell_descs(d_);
+  write_plain(p.weights_layer, master_layer_, cd.w_layer_plain);
+  write_plain(p.weights_iter, master_iter_, cd.w_iter_plain);
   write_plain(p.bias, bias_, cd.bias_plain);
-  write_plain(p.dense_weights, dense_w_, memory::desc({d_.V, d_.H}, dt::f32, tag::oi));
+  write_plain(p.dense_weights, dense_master_, memory::desc({d_.V, d_.H}, dt::f32, tag::oi));
   write_plain(p.dense_bias, dense_b_, memory::desc({d_.V}, dt::f32, tag::x));
+  for (auto [from, to] : {std::pair{master_layer_, w_layer_}, std::pair{master_iter_, w_iter_},
+                          std::pair{dense_master_, dense_w_}}) {
+    if (from.get_data_handle() == to.get_data_handle()) continue;
+    dnnl::reorder(from, to).execute(stream_, from, to);
+  }
+  stream_.wait();
 }
 
 std::vector<store::OpRecord> RnnModelImpl::profile_step() {
@@ -1341,10 +1455,20 @@ ModelCounts rnn_counts(const space::Config& config) {
   }
   c.params = static_cast<double>(d.V) * d.E + d.cell_weights() + d.cell_bias() + d.dense_params();
   c.memory_bytes = memory_bytes_estimate(d);
+  if (config.knobs.algorithm == "best" && !d.bf16) {  // either may be chosen
+    Dims dd = d;
+    dd.decomposed = true;
+    c.memory_bytes = std::max(c.memory_bytes, memory_bytes_estimate(dd));
+  }
   return c;
 }
 
 std::unique_ptr<RnnModel> build_rnn_model(const space::Config& config, std::uint64_t seed) {
+  if (config.knobs.algorithm == "best") {
+    throw std::invalid_argument(
+        "rnn: build_rnn_model needs a concrete algorithm; build_rnn "
+        "resolves best");
+  }
   try {
     return std::make_unique<RnnModelImpl>(config, seed);
   } catch (const dnnl::error& e) {
@@ -1355,7 +1479,53 @@ std::unique_ptr<RnnModel> build_rnn_model(const space::Config& config, std::uint
   }
 }
 
+namespace {
+
+// algorithm best for rnn: one algorithm for the whole cell stack (fused primitives or decomposed
+// matmuls; they keep their weights in different layouts, so mixing them per layer would add
+// reorders), chosen by measuring both on the cell stack alone: the same cell, layers, embedding,
+// length, batch, mode and dtype with a vocabulary of 16, so that the embedding, Dense(vocab) and
+// softmax (common to both) are negligible. The roofline model ranks them equal (same FLOPs by the
+// convention) and prunes neither. Cached like the CNN's decisions (worker/best_mode.hpp).
+std::string choose_rnn_algorithm(const space::Config& config) {
+  const Dims d = dims_of(config);
+  const best::LayerKey key =
+      best::make_key("rnn_cells_" + d.cell, {{"l", d.L}, {"h", d.H}, {"t", d.T}, {"mb", d.B}},
+                     config.knobs.mode, config.knobs.dtype);
+  // decomposed is f32 only: for bf16 fused is the one candidate, taken without measuring.
+  if (d.bf16) return "fused";
+  const std::vector<std::string> names{"fused", "decomposed"};
+  if (auto hit = best::cache().find(key.str());
+      hit && std::find(names.begin(), names.end(), hit->algorithm) != names.end()) {
+    best::record(key, *hit, true);
+    return hit->algorithm;
+  }
+  space::Config cells = config;
+  cells.vocab = std::min<std::int64_t>(config.vocab, 16);
+  std::vector<std::unique_ptr<RnnModel>> models;
+  std::vector<best::Candidate> cands;
+  for (const auto& name : names) {
+    cells.knobs.algorithm = name;
+    const ModelCounts c = rnn_counts(cells);
+    models.push_back(build_rnn_model(cells, 42));
+    RnnModel* m = models.back().get();
+    cands.push_back({name, best::roofline_s(c.flops, c.bytes, key.threads), [m] { m->step(); }});
+  }
+  const best::Decision decision = best::measure_and_choose(cands, "fused");
+  best::record(key, decision, false);
+  best::cache().save();
+  return decision.algorithm;
+}
+
+}  // namespace
+
 std::unique_ptr<Model> build_rnn(const space::Config& config, std::uint64_t seed) {
+  if (config.knobs.algorithm == "best") {
+    space::Config chosen = config;
+    chosen.knobs.algorithm = choose_rnn_algorithm(config);
+    return std::make_unique<best::ChosenModel>(build_rnn_model(chosen, seed),
+                                               chosen.knobs.algorithm);
+  }
   return build_rnn_model(config, seed);
 }
 

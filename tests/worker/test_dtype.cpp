@@ -32,6 +32,22 @@ space::Config fc(const std::string& dtype, std::int64_t layers, std::int64_t nod
   return c;
 }
 
+space::Config rnn(const std::string& dtype, std::string cell = "lstm", std::int64_t layers = 1,
+                  std::int64_t embedding = 32, std::int64_t length = 4, std::int64_t vocab = 50,
+                  std::int64_t batch = 8) {
+  space::Config c;
+  c.family = space::Family::rnn;
+  c.cell = std::move(cell);
+  c.layers = layers;
+  c.embedding = embedding;
+  c.length = length;
+  c.vocab = vocab;
+  c.batch = batch;
+  c.knobs.mode = "training";
+  c.knobs.dtype = dtype;
+  return c;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -100,10 +116,18 @@ TEST_CASE("a bf16 row's utilization is computed against the bf16 peak") {
 }
 
 TEST_CASE("without bf16 in the CPU a bf16 row is skipped with the reason") {
-  ::setenv("DNNSCAPE_ASSUME_NO_BF16", "1", 1);
-  const auto r = worker::run_config(fc("bf16", 1, 64, 32, 16, 32), quick_context());
-  ::unsetenv("DNNSCAPE_ASSUME_NO_BF16");
-  CHECK(r.status == store::status::skipped);
-  CHECK(r.message == "bf16 needs avx512_core_bf16 or AMX, which this CPU does not have");
-  CHECK(r.samples.empty());
+  for (const auto& c : {fc("bf16", 1, 64, 32, 16, 32), rnn("bf16")}) {
+    CAPTURE(c.label());
+    ::setenv("DNNSCAPE_ASSUME_NO_BF16", "1", 1);
+    const auto r = worker::run_config(c, quick_context());
+    ::unsetenv("DNNSCAPE_ASSUME_NO_BF16");
+    CHECK(r.status == store::status::skipped);
+    CHECK(r.message == "bf16 needs avx512_core_bf16 or AMX, which this CPU does not have");
+    CHECK(r.samples.empty());
+    space::Config capped = c;
+    capped.knobs.isa_cap = "avx2";
+    const auto a = worker::run_config(capped, quick_context());
+    CHECK(a.status == store::status::skipped);
+    CHECK(a.message.find("isa_cap avx2 excludes them") != std::string::npos);
+  }
 }

@@ -12,6 +12,7 @@
 
 #include "worker/families.hpp"
 #include "worker/rnn.hpp"
+#include "worker/sysinfo.hpp"
 
 namespace dw = dnnscape::worker;
 using dnnscape::space::Config;
@@ -297,6 +298,39 @@ TEST_CASE("rnn: an inference model computes the training model's forward") {
   }
 }
 
+TEST_CASE("rnn bf16: each cell's loss is the f32 model's within bf16 rounding, and falls") {
+  if (!dw::cpu_has_bf16()) return;  // the skipped row is tests/worker/test_dtype.cpp's
+  for (const std::string cell : {"rnn", "lstm", "gru"}) {
+    CAPTURE(cell);
+    Config c = rnn_config(cell, 2, 16, 6, 12, 4);  // as the f32 SGD test: its loss falls fast
+    auto f32 = dw::build_rnn_model(c, 5);
+    c.knobs.dtype = "bf16";
+    auto bf16 = dw::build_rnn_model(c, 5);
+    bf16->set_params(f32->params());  // identical (f32 master) weights
+    REQUIRE(bf16->counts().flops == f32->counts().flops);
+    f32->set_learning_rate(1.0F);
+    bf16->set_learning_rate(1.0F);
+    f32->step();
+    bf16->step();
+    const double first = bf16->last_loss();
+    // 8 significant bits in activations and weight copies: about 0.4% per rounding.
+    CHECK(first == doctest::Approx(f32->last_loss()).epsilon(0.01));
+    CHECK(max_rel_diff(bf16->hidden(), f32->hidden()) < 0.05);
+    bool copy = false;
+    for (const auto& op : bf16->profile_step()) {
+      copy = copy || (op.op == "reorder" && op.phase == "update");
+    }
+    CHECK(copy);  // the f32 master -> bf16 copy is timed in /ops
+    for (int i = 0; i < 10; ++i) bf16->step();
+    CHECK(bf16->last_loss() < 0.95 * first);  // lstm falls slowest: ~9% in these 12 steps
+    // Inference: bf16 weights only, same forward.
+    c.knobs.mode = "inference";
+    auto inf = dw::build_rnn_model(c, 5);
+    inf->step();
+    CHECK(std::isnan(inf->last_loss()));
+  }
+}
+
 TEST_CASE("rnn: embedding scatter-add with repeated tokens matches a serial reference") {
   std::mt19937 rng(5);
   const std::int64_t vocab = 13, width = 37, n = 2000;
@@ -337,7 +371,14 @@ TEST_CASE("rnn: counts() equal rnn_counts(), memory prediction within 25%") {
       rnn_config("lstm", 1, 100, 10, 1024, 64, "inference", "decomposed"),
       rnn_config("gru", 2, 64, 12, 4096, 32, "inference", "decomposed"),
   };
-  for (const auto& c : configs) {
+  std::vector<Config> all = configs;
+  if (dw::cpu_has_bf16()) {
+    for (Config c : {configs[0], configs[1], configs[2], configs[3], configs[5]}) {
+      c.knobs.dtype = "bf16";
+      all.push_back(c);
+    }
+  }
+  for (const auto& c : all) {
     CAPTURE(c.label());
     const dw::ModelCounts predicted = dw::rnn_counts(c);
     auto model = dw::build_rnn_model(c, 1);
@@ -374,8 +415,11 @@ TEST_CASE("rnn: FLOPs and params by hand, lstm layers 1 embedding 500 length 50 
 
 TEST_CASE("rnn: unsupported knobs and parameters are reported, not crashed on") {
   Config c = rnn_config("lstm", 1, 8, 4, 16, 2);
-  c.knobs.dtype = "bf16";
+  c.knobs.dtype = "f16";
   CHECK_THROWS_AS(dw::rnn_counts(c), dw::Unsupported);
+  c.knobs.dtype = "bf16";
+  c.knobs.algorithm = "decomposed";
+  CHECK_THROWS_WITH_AS(dw::rnn_counts(c), doctest::Contains("f32 only"), dw::Unsupported);
   c.knobs.dtype = "f32";
   c.knobs.algorithm = "winograd";
   CHECK_THROWS_WITH_AS(dw::build_rnn_model(c, 1), doctest::Contains("unknown algorithm"),
