@@ -29,6 +29,7 @@
 #include <unordered_map>
 
 #include "worker/best_mode.hpp"
+#include "worker/dnnl_util.hpp"
 #include "worker/families.hpp"
 
 namespace dnnscape::worker {
@@ -44,6 +45,7 @@ double ConvLayer::forward_flops() const {
 
 namespace {
 
+namespace du = dnnl_util;
 using cnn::ConvLayer;
 using dnnl::memory;
 using Tag = memory::format_tag;
@@ -103,6 +105,8 @@ struct NetPlan {
   std::int64_t features = 0;  // channels into the global pool
   std::int64_t feat_h = 0, feat_w = 0;
   std::int64_t classes = 0;
+  bool bf16 = false;
+  double a = kF32;  // bytes per activation element (bf16: 2)
 };
 
 // The block with input (ci, h, w): main path and, where the shape changes, a projection.
@@ -141,8 +145,8 @@ NetPlan make_plan(const space::Config& c) {
         "cnn: filters, blocks, image, output and batch must be positive (got {}, {}, {}, {}, {})",
         c.filters, c.blocks, c.image, c.output, c.batch));
   }
-  if (c.knobs.dtype != "f32") {
-    throw Unsupported(fmt::format("cnn: dtype {} is not built yet (f32 only)", c.knobs.dtype));
+  if (c.knobs.dtype != "f32" && c.knobs.dtype != "bf16") {
+    throw Unsupported(fmt::format("cnn: dtype {} is not f32 or bf16", c.knobs.dtype));
   }
   if (c.knobs.mode != "training" && c.knobs.mode != "inference") {
     throw Unsupported(fmt::format("cnn: mode '{}' is not training or inference", c.knobs.mode));
@@ -151,6 +155,8 @@ NetPlan make_plan(const space::Config& c) {
   p.batch = c.batch;
   p.image = c.image;
   p.classes = c.output;
+  p.bf16 = c.knobs.dtype == "bf16";
+  p.a = p.bf16 ? 2.0 : kF32;
   p.stem = make_conv("stem.conv", c.batch, 3, c.filters, 7, 2, 3, c.image, c.image, true, false);
   p.pool_h = (p.stem.out_h + 2 - 3) / 2 + 1;
   p.pool_w = (p.stem.out_w + 2 - 3) / 2 + 1;
@@ -186,54 +192,70 @@ double src_elems(const ConvLayer& l) {
 double dst_elems(const ConvLayer& l) {
   return act_elems(l.batch, l.out_channels, l.out_h, l.out_w);
 }
+// `a` is the element size of activations, their gradients and the weights the primitives read
+// (4, or 2 in bf16); statistics, BN scale/shift, biases, logits, weight gradients stay f32.
 // Forward, backward-data and backward-weights all touch src, weights and dst once.
-double conv_bytes(const ConvLayer& l) {
-  return kF32 * (src_elems(l) + dbl(l.weight_count()) + dst_elems(l));
+double conv_bytes(const ConvLayer& l, double a) {
+  return a * (src_elems(l) + dbl(l.weight_count()) + dst_elems(l));
+}
+// Backward-weights writes f32 weight gradients (bf16 too).
+double conv_bwd_weights_bytes(const ConvLayer& l, double a) {
+  return a * (src_elems(l) + dst_elems(l)) + kF32 * dbl(l.weight_count());
 }
 // Forward: src, dst, scale, shift, mean, variance.
-double bn_fwd_bytes(double elems, std::int64_t c) {
-  return kF32 * (2 * elems + 4 * dbl(c));
+double bn_fwd_bytes(double elems, std::int64_t c, double a) {
+  return a * 2 * elems + kF32 * 4 * dbl(c);
 }
 // Backward: src, diff_dst, diff_src, mean, variance, scale, diff_scale, diff_shift.
-double bn_bwd_bytes(double elems, std::int64_t c) {
-  return kF32 * (3 * elems + 5 * dbl(c));
+double bn_bwd_bytes(double elems, std::int64_t c, double a) {
+  return a * 3 * elems + kF32 * 5 * dbl(c);
 }
-double relu_fwd_bytes(double elems) {
-  return kF32 * 2 * elems;
+double relu_fwd_bytes(double elems, double a) {
+  return a * 2 * elems;
 }
-double relu_bwd_bytes(double elems) {
-  return kF32 * 3 * elems;
+double relu_bwd_bytes(double elems, double a) {
+  return a * 3 * elems;
 }
-double add_bytes(double elems) {
-  return kF32 * 3 * elems;
+double add_bytes(double elems, double a) {
+  return a * 3 * elems;
 }
 // Max pool: src and dst, plus the u8 workspace of argmax positions when training.
-double maxpool_bytes(double src, double dst, bool training) {
-  return kF32 * (src + dst) + (training ? dst : 0.0);
+double maxpool_bytes(double src, double dst, bool training, double a) {
+  return a * (src + dst) + (training ? dst : 0.0);
 }
 double dense_fwd_flops(const NetPlan& p) {
   return 2.0 * dbl(p.batch) * (dbl(p.features) * dbl(p.classes) + dbl(p.classes));
 }
+// src, weights (a); bias, logits (f32).
 double dense_fwd_bytes(const NetPlan& p) {
-  return kF32 * (dbl(p.batch) * dbl(p.features) + dbl(p.features) * dbl(p.classes) +
-                 dbl(p.classes) + dbl(p.batch) * dbl(p.classes));
+  return p.a * (dbl(p.batch) * dbl(p.features) + dbl(p.features) * dbl(p.classes)) +
+         kF32 * (dbl(p.classes) + dbl(p.batch) * dbl(p.classes));
 }
+// diff_dst, weights, diff_src.
 double dense_bwd_data_bytes(const NetPlan& p) {
-  return kF32 * (dbl(p.batch) * dbl(p.classes) + dbl(p.features) * dbl(p.classes) +
-                 dbl(p.batch) * dbl(p.features));
+  return p.a * (dbl(p.batch) * dbl(p.classes) + dbl(p.features) * dbl(p.classes) +
+                dbl(p.batch) * dbl(p.features));
 }
+// src, diff_dst (a); diff weights, diff bias (f32).
 double dense_bwd_weights_bytes(const NetPlan& p) {
-  return dense_fwd_bytes(p);
+  return p.a * (dbl(p.batch) * dbl(p.features) + dbl(p.batch) * dbl(p.classes)) +
+         kF32 * (dbl(p.features) * dbl(p.classes) + dbl(p.classes));
 }
 double gpool_bytes(const NetPlan& p) {
-  return kF32 * (act_elems(p.batch, p.features, p.feat_h, p.feat_w) + dbl(p.batch * p.features));
+  return p.a * (act_elems(p.batch, p.features, p.feat_h, p.feat_w) + dbl(p.batch * p.features));
 }
 double softmax_bytes(const NetPlan& p) {
   return kF32 * 2 * dbl(p.batch) * dbl(p.classes);
 }
 // Loss and its gradient on the host: reads probabilities and labels, writes the gradient.
 double loss_bytes(const NetPlan& p) {
-  return kF32 * (2 * dbl(p.batch) * dbl(p.classes) + dbl(p.batch));
+  return (kF32 + p.a) * dbl(p.batch) * dbl(p.classes) + kF32 * dbl(p.batch);
+}
+// bf16 training: each step rounds the f32 master of every conv and dense weight into its bf16
+// copy (read 4, write 2 bytes per weight).
+double plan_conv_dense_weights(const NetPlan& p);
+double copy_bytes(const NetPlan& p, bool training) {
+  return p.bf16 && training ? (kF32 + p.a) * plan_conv_dense_weights(p) : 0.0;
 }
 
 double plan_params(const NetPlan& p) {
@@ -243,6 +265,15 @@ double plan_params(const NetPlan& p) {
     if (b.proj) params += dbl(b.proj->weight_count()) + 2 * dbl(b.proj->out_channels);
   }
   return params + dbl(p.features) * dbl(p.classes) + dbl(p.classes);
+}
+
+double plan_conv_dense_weights(const NetPlan& p) {
+  double w = dbl(p.stem.weight_count());
+  for (const auto& b : p.blocks) {
+    for (const auto& l : b.main) w += dbl(l.weight_count());
+    if (b.proj) w += dbl(b.proj->weight_count());
+  }
+  return w + dbl(p.features) * dbl(p.classes);
 }
 
 double plan_forward_flops(const NetPlan& p) {
@@ -255,39 +286,41 @@ double plan_forward_flops(const NetPlan& p) {
 }
 
 // Bytes of one unit (conv + BN [+ ReLU]) per pass.
-double unit_fwd_bytes(const ConvLayer& l) {
+double unit_fwd_bytes(const ConvLayer& l, double a) {
   const double e = dst_elems(l);
-  return conv_bytes(l) + bn_fwd_bytes(e, l.out_channels) + (l.relu ? relu_fwd_bytes(e) : 0.0);
+  return conv_bytes(l, a) + bn_fwd_bytes(e, l.out_channels, a) +
+         (l.relu ? relu_fwd_bytes(e, a) : 0.0);
 }
-double unit_bwd_bytes(const ConvLayer& l, bool backward_data) {
+double unit_bwd_bytes(const ConvLayer& l, bool backward_data, double a) {
   const double e = dst_elems(l);
-  return (l.relu ? relu_bwd_bytes(e) : 0.0) + bn_bwd_bytes(e, l.out_channels) + conv_bytes(l) +
-         (backward_data ? conv_bytes(l) : 0.0);
+  return (l.relu ? relu_bwd_bytes(e, a) : 0.0) + bn_bwd_bytes(e, l.out_channels, a) +
+         conv_bwd_weights_bytes(l, a) + (backward_data ? conv_bytes(l, a) : 0.0);
 }
 
 double plan_bytes(const NetPlan& p, bool training) {
   const ConvLayer& s = p.stem;
+  const double a = p.a;
   const double pool_dst = act_elems(p.batch, s.out_channels, p.pool_h, p.pool_w);
-  double fwd = unit_fwd_bytes(s) + maxpool_bytes(dst_elems(s), pool_dst, training);
-  double bwd = unit_bwd_bytes(s, false) + maxpool_bytes(dst_elems(s), pool_dst, true);
+  double fwd = unit_fwd_bytes(s, a) + maxpool_bytes(dst_elems(s), pool_dst, training, a);
+  double bwd = unit_bwd_bytes(s, false, a) + maxpool_bytes(dst_elems(s), pool_dst, true, a);
   for (const auto& b : p.blocks) {
     for (const auto& l : b.main) {
-      fwd += unit_fwd_bytes(l);
-      bwd += unit_bwd_bytes(l, true);
+      fwd += unit_fwd_bytes(l, a);
+      bwd += unit_bwd_bytes(l, true, a);
     }
     if (b.proj) {
-      fwd += unit_fwd_bytes(*b.proj);
-      bwd += unit_bwd_bytes(*b.proj, true);
+      fwd += unit_fwd_bytes(*b.proj, a);
+      bwd += unit_bwd_bytes(*b.proj, true, a);
     }
     const double out = dst_elems(b.main.back());
-    fwd += add_bytes(out) + relu_fwd_bytes(out);
+    fwd += add_bytes(out, a) + relu_fwd_bytes(out, a);
     // ReLU backward after the add, and the fan-in add of the two gradients at the block input.
-    bwd += relu_bwd_bytes(out) + add_bytes(src_elems(b.main.front()));
+    bwd += relu_bwd_bytes(out, a) + add_bytes(src_elems(b.main.front()), a);
   }
   fwd += gpool_bytes(p) + dense_fwd_bytes(p) + softmax_bytes(p);
   if (!training) return fwd;
   bwd += loss_bytes(p) + dense_bwd_data_bytes(p) + dense_bwd_weights_bytes(p) + gpool_bytes(p);
-  const double update = kF32 * 3 * plan_params(p);
+  const double update = kF32 * 3 * plan_params(p) + copy_bytes(p, true);
   return fwd + bwd + update;
 }
 
@@ -314,9 +347,15 @@ bool winograd_candidate(const ConvLayer& l, const std::string& algorithm) {
 }
 
 double plan_memory(const NetPlan& p, bool training, const std::string& algorithm) {
+  // bf16: activations and their gradients at 2 bytes; weights f32 masters (in the slab, with f32
+  // gradients) plus bf16 copies in training, bf16 only in inference; no Winograd (oneDNN 2.6 has
+  // it for f32 only).
+  const double a = p.a;
+  const double wsize = p.bf16 && !training ? a : kF32;  // slab bytes per weight
+  double copies = 0;
   auto act = [&](std::int64_t c, std::int64_t h, std::int64_t w) {
     return static_cast<double>(
-        align_up(static_cast<std::size_t>(kF32 * act_elems(p.batch, pad16(c), h, w))));
+        align_up(static_cast<std::size_t>(a * act_elems(p.batch, pad16(c), h, w))));
   };
   auto unit_acts = [&](const ConvLayer& l) {
     // conv output, BN output (ReLU in place), mean and variance.
@@ -326,10 +365,13 @@ double plan_memory(const NetPlan& p, bool training, const std::string& algorithm
   double scratch = 0;
   auto unit_weights = [&](const ConvLayer& l) {
     const std::int64_t ci = l.in_channels == 3 ? 3 : pad16(l.in_channels);
-    const bool wino = auto_picks_winograd(l, training, algorithm);
+    const bool wino = !p.bf16 && auto_picks_winograd(l, training, algorithm);
+    const double w = dbl(pad16(l.out_channels) * ci * l.kernel * l.kernel);
+    if (p.bf16 && training)
+      copies += static_cast<double>(align_up(static_cast<std::size_t>(a * w)));
     const double wino_weights = 36 * kF32 * dbl(l.in_channels * l.out_channels);
     if (wino) scratch = std::max(scratch, wino_weights + kWinoTileBuffers);
-    if (training && winograd_candidate(l, algorithm)) {
+    if (training && !p.bf16 && winograd_candidate(l, algorithm)) {
       // Training: whether auto takes Winograd depends on the pass and oneDNN's heuristics;
       // budget its largest scratchpad, backward-weights' (about four transformed weight copies
       // on 2.6.3), as an upper estimate.
@@ -339,16 +381,15 @@ double plan_memory(const NetPlan& p, bool training, const std::string& algorithm
           (algorithm == "winograd" || algorithm == "best" ? 2 : 1) * kWinoTileBuffers;
       scratch = std::max(scratch, std::max(4 * wino_weights, wino_weights + tiles));
     }
-    return (wino ? 4.0 : 1.0) *
-               static_cast<double>(align_up(static_cast<std::size_t>(
-                   kF32 * dbl(pad16(l.out_channels) * ci * l.kernel * l.kernel)))) +
+    return (wino ? 4.0 : 1.0) * static_cast<double>(align_up(static_cast<std::size_t>(wsize * w))) +
            2 * static_cast<double>(align_up(static_cast<std::size_t>(kF32 * dbl(l.out_channels))));
   };
   const ConvLayer& s = p.stem;
   double m = static_cast<double>(
-      align_up(static_cast<std::size_t>(kF32 * act_elems(p.batch, 3, p.image, p.image))));
+      align_up(static_cast<std::size_t>(a * act_elems(p.batch, 3, p.image, p.image))));
   m += unit_acts(s) + act(s.out_channels, p.pool_h, p.pool_w);
-  double weights = unit_weights(s);
+  const double stem_weights = unit_weights(s);
+  double weights = stem_weights;
   double boundary = act(s.out_channels, p.pool_h, p.pool_w);
   std::vector<double> slot(4, 0.0);  // d0, d1, d2: main positions; d3: projection
   slot[0] = act(s.out_channels, s.out_h, s.out_w);
@@ -370,23 +411,24 @@ double plan_memory(const NetPlan& p, bool training, const std::string& algorithm
     const auto& last = b.main.back();
     boundary = std::max(boundary, act(last.out_channels, last.out_h, last.out_w));
   }
-  const auto small = [](double elems) {
-    return static_cast<double>(align_up(static_cast<std::size_t>(kF32 * elems)));
+  const auto small = [](double elems, double size) {
+    return static_cast<double>(align_up(static_cast<std::size_t>(size * elems)));
   };
   const double nc = dbl(p.batch) * dbl(p.features), no = dbl(p.batch) * dbl(p.classes);
-  weights += small(dbl(p.features) * dbl(p.classes)) + small(dbl(p.classes));
-  m += small(nc) + 2 * small(no) + weights + scratch;  // pooled features, logits, probabilities
+  const double dense = dbl(p.features) * dbl(p.classes);
+  weights += small(dense, wsize) + small(dbl(p.classes), kF32);
+  if (p.bf16 && training) copies += small(dense, a);
+  // pooled features, logits, probabilities
+  m += small(nc, a) + 2 * small(no, kF32) + weights + copies + scratch;
   if (!training) return m;
-  if (true) {
-    // Max-pool workspace (u8), gradients of the weights, gradient buffers, labels.
-    m += static_cast<double>(align_up(
-        static_cast<std::size_t>(act_elems(p.batch, pad16(s.out_channels), p.pool_h, p.pool_w))));
-    // Backward-data copies of the weights where its kernel wants another blocking (upper
-    // estimate: every convolution but the stem, which has no backward-data pass).
-    m += weights + (weights - unit_weights(s)) + 2 * boundary + slot[0] + slot[1] + slot[2] +
-         slot[3] + t;
-    m += small(nc) + small(no) + small(dbl(p.batch));
-  }
+  // Max-pool workspace (u8), gradients of the weights, gradient buffers, labels.
+  m += static_cast<double>(align_up(
+      static_cast<std::size_t>(act_elems(p.batch, pad16(s.out_channels), p.pool_h, p.pool_w))));
+  // Backward-data copies of the weights where its kernel wants another blocking (upper
+  // estimate: every convolution but the stem, which has no backward-data pass), at `a` bytes.
+  m += weights + (weights - stem_weights) * (a / kF32) + 2 * boundary + slot[0] + slot[1] +
+       slot[2] + slot[3] + t;
+  m += small(nc, a) + small(no, a) + small(dbl(p.batch), kF32);
   return m;
 }
 
@@ -438,9 +480,14 @@ struct Op {
 };
 
 // A weight tensor (or bias, BN scale/shift) in the slab, with its plain form for init/readout.
+// bf16 training (mixed precision): `value` is the f32 master (in the layout of its f32 gradient),
+// `copy` the bf16 tensor the primitives read, rounded from the master after every update.
 struct Param {
   memory value;
   memory grad;
+  memory copy;
+  bool has_copy = false;
+  [[nodiscard]] const memory& read() const { return has_copy ? copy : value; }
   memory::dims plain_dims;
   Tag plain_tag = Tag::undef;
   float init_bound = 0;  // uniform in [-bound, bound] when > 0, else init_value everywhere
@@ -470,13 +517,22 @@ struct Unit {
 // so shared buffers can be sized to their largest user.
 class Net {
  public:
-  Net(bool training, const std::string& algorithm)
+  Net(bool training, const std::string& algorithm, bool bf16 = false)
       : training_(training),
         alg_(conv_algorithm(algorithm)),
         alg_name_(algorithm),
-        best_(algorithm == "best") {
+        best_(algorithm == "best"),
+        bf16_(bf16),
+        a_(bf16 ? 2.0 : kF32),
+        adt_(bf16 ? Dt::bf16 : Dt::f32) {
     attr_.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   }
+
+  // Data type of activations, their gradients and the weights the primitives read.
+  [[nodiscard]] Dt adt() const { return adt_; }
+  [[nodiscard]] double act_bytes() const { return a_; }
+  // bf16 training: weights get f32 masters and bf16 copies.
+  [[nodiscard]] bool copies() const { return bf16_ && training_; }
 
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream strm{eng};
@@ -525,6 +581,37 @@ class Net {
     p.init_value = init_value;
     params.push_back(std::move(p));
     return params.size() - 1;
+  }
+
+  // A conv or dense weight tensor whose primitives read `md`. With copies(), `md` is the bf16
+  // copy; its f32 master and gradient join the slab once the backward-weights primitive has
+  // chosen their layout (set_master).
+  std::size_t add_weights(const memory::desc& md, memory::dims plain, Tag tag, float init_bound) {
+    if (!copies()) return add_param(md, std::move(plain), tag, init_bound, 0.f);
+    Param p;
+    p.copy = owned(md);
+    p.has_copy = true;
+    p.plain_dims = std::move(plain);
+    p.plain_tag = tag;
+    p.init_bound = init_bound;
+    params.push_back(std::move(p));
+    return params.size() - 1;
+  }
+  void set_master(std::size_t index, const memory::desc& f32_md) {
+    if (weights_region_ < 0) {
+      weights_region_ = new_region();
+      grads_region_ = new_region();
+    }
+    Param& p = params[index];
+    p.value = bind(f32_md, weights_region_, slab_size_);
+    p.grad = bind(f32_md, grads_region_, slab_size_);
+    slab_size_ += align_up(f32_md.get_size());
+  }
+  // The descriptor of a weight gradient: the weights' own layout (f32), or f32 in the layout
+  // oneDNN picks (copies()), which the master then takes.
+  [[nodiscard]] memory::desc diff_weights_md(const Param& p) const {
+    if (!p.has_copy) return p.value.get_desc();
+    return {p.plain_dims, Dt::f32, Tag::any};
   }
 
   // Binds the primitive's scratchpad (if any) to the shared scratchpad region.
@@ -602,7 +689,7 @@ class Net {
                                                {"sw", l.stride},
                                                {"ph", l.pad},
                                                {"pw", l.pad}},
-                                              pass, "f32");
+                                              pass, bf16_ ? "bf16" : "f32");
     std::vector<std::string> names{"auto", "direct"};
     if (l.kernel == 3 && l.stride == 1) names.emplace_back("winograd");
     if (auto d = best::cache().find(key.str());
@@ -616,11 +703,11 @@ class Net {
       }
     }
     const int threads = key.threads;
-    const double direct = best::roofline_s(l.forward_flops(), conv_bytes(l), threads);
+    const double direct = best::roofline_s(l.forward_flops(), conv_bytes(l, a_), threads);
     std::map<std::string, double> predicted{{"direct", direct}, {"auto", direct}};
     if (names.size() > 2) {
-      predicted["winograd"] =
-          best::roofline_s(l.forward_flops() / best::kWinogradReduction, conv_bytes(l), threads);
+      predicted["winograd"] = best::roofline_s(l.forward_flops() / best::kWinogradReduction,
+                                               conv_bytes(l, a_), threads);
       predicted["auto"] = std::min(direct, predicted["winograd"]);  // auto runs one of the two
     }
     std::vector<PD> pds;
@@ -760,9 +847,8 @@ class Net {
     Unit u;
     u.shape = l;
     const memory::dims strides{l.stride, l.stride}, pad{l.pad, l.pad};
-    const memory::desc w_any({l.out_channels, l.in_channels, l.kernel, l.kernel}, Dt::f32,
-                             Tag::any);
-    const memory::desc dst_any({l.batch, l.out_channels, l.out_h, l.out_w}, Dt::f32, Tag::any);
+    const memory::desc w_any({l.out_channels, l.in_channels, l.kernel, l.kernel}, adt_, Tag::any);
+    const memory::desc dst_any({l.batch, l.out_channels, l.out_h, l.out_w}, adt_, Tag::any);
     const auto prop =
         training_ ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     u.conv_pd = conv_pd(l, "forward", [&](dnnl::algorithm a) {
@@ -772,14 +858,13 @@ class Net {
     u.conv_layer = next_layer++;
     // He-uniform: the BN right after makes the scale matter little, but keep activations sane.
     const float bound = std::sqrt(6.0f / static_cast<float>(l.in_channels * l.kernel * l.kernel));
-    u.weights =
-        add_param(u.conv_pd.weights_desc(), {l.out_channels, l.in_channels, l.kernel, l.kernel},
-                  Tag::oihw, bound, 0.f);
+    u.weights = add_weights(u.conv_pd.weights_desc(),
+                            {l.out_channels, l.in_channels, l.kernel, l.kernel}, Tag::oihw, bound);
     u.conv_out = {u.conv_pd.dst_desc(), owned(u.conv_pd.dst_desc())};
     fwd.push_back(make_op(u.conv_pd, u.conv_layer, "convolution", "forward", l.forward_flops(),
-                          conv_bytes(l),
+                          conv_bytes(l, a_),
                           {{DNNL_ARG_SRC, x.mem},
-                           {DNNL_ARG_WEIGHTS, params[u.weights].value},
+                           {DNNL_ARG_WEIGHTS, params[u.weights].read()},
                            {DNNL_ARG_DST, u.conv_out.mem}}));
     tag_choice(fwd.back());
 
@@ -798,7 +883,7 @@ class Net {
     bn_variances.push_back(u.var);
     const double e = dst_elems(l);
     fwd.push_back(make_op(u.bn_pd, u.bn_layer, "batch_norm", "forward", 0,
-                          bn_fwd_bytes(e, l.out_channels),
+                          bn_fwd_bytes(e, l.out_channels, a_),
                           {{DNNL_ARG_SRC, u.conv_out.mem},
                            {DNNL_ARG_DST, u.out.mem},
                            {DNNL_ARG_SCALE, params[u.scale].value},
@@ -818,7 +903,7 @@ class Net {
         training_ ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     dnnl::eltwise_forward::primitive_desc pd(
         {prop, dnnl::algorithm::eltwise_relu_use_dst_for_bwd, a.md, 0.f, 0.f}, attr_, eng);
-    fwd.push_back(make_op(pd, layer, "eltwise", "forward", 0, relu_fwd_bytes(elems(a.md)),
+    fwd.push_back(make_op(pd, layer, "eltwise", "forward", 0, relu_fwd_bytes(elems(a.md), a_),
                           {{DNNL_ARG_SRC, a.mem}, {DNNL_ARG_DST, a.mem}}));
     return pd;
   }
@@ -836,7 +921,7 @@ class Net {
         {dnnl::algorithm::eltwise_relu_use_dst_for_bwd, out.md, out.md, 0.f, 0.f}, attr_, eng,
         fwd_pd);
     group.push_back(
-        make_op(pd, layer, "eltwise", "backward_data", 0, relu_bwd_bytes(elems(out.md)),
+        make_op(pd, layer, "eltwise", "backward_data", 0, relu_bwd_bytes(elems(out.md), a_),
                 {{DNNL_ARG_DST, out.mem}, {DNNL_ARG_DIFF_DST, diff}, {DNNL_ARG_DIFF_SRC, diff}}));
   }
 
@@ -854,7 +939,7 @@ class Net {
         {dnnl::prop_kind::backward, u.out.md, u.conv_out.md, cnn::kBnEpsilon, flags}, attr_, eng,
         u.bn_pd);
     group.push_back(make_op(bn_pd, u.bn_layer, "batch_norm", "backward_data", 0,
-                            bn_bwd_bytes(e, l.out_channels),
+                            bn_bwd_bytes(e, l.out_channels, a_),
                             {{DNNL_ARG_SRC, u.conv_out.mem},
                              {DNNL_ARG_MEAN, u.mean},
                              {DNNL_ARG_VARIANCE, u.var},
@@ -865,13 +950,15 @@ class Net {
                              {DNNL_ARG_DIFF_SCALE, params[u.scale].grad},
                              {DNNL_ARG_DIFF_SHIFT, params[u.shift].grad}}));
     const memory::dims strides{l.stride, l.stride}, pad{l.pad, l.pad};
-    const memory::desc& w_md = params[u.weights].value.get_desc();
+    const memory::desc dw_md = diff_weights_md(params[u.weights]);
     auto bw_pd = conv_pd(l, "backward-weights", [&](dnnl::algorithm a) {
       return dnnl::convolution_backward_weights::primitive_desc(
-          {a, x.md, w_md, u.conv_out.md, strides, pad, pad}, attr_, eng, u.conv_pd);
+          {a, x.md, dw_md, u.conv_out.md, strides, pad, pad}, attr_, eng, u.conv_pd);
     });
+    if (params[u.weights].has_copy) set_master(u.weights, bw_pd.diff_weights_desc());
+    const memory::desc w_md = params[u.weights].read().get_desc();
     group.push_back(make_op(bw_pd, u.conv_layer, "convolution", "backward_weights",
-                            l.forward_flops(), conv_bytes(l),
+                            l.forward_flops(), conv_bwd_weights_bytes(l, a_),
                             {{DNNL_ARG_SRC, x.mem},
                              {DNNL_ARG_DIFF_DST, d},
                              {DNNL_ARG_DIFF_WEIGHTS, params[u.weights].grad}}));
@@ -879,8 +966,7 @@ class Net {
     if (!diff_x) return;
     // The backward-data kernels may want the weights in another blocking than the forward pass
     // (direct jit: OIhw16o16i vs OIhw16i16o); then they get a copy, reordered every step.
-    const memory::desc w_any({l.out_channels, l.in_channels, l.kernel, l.kernel}, Dt::f32,
-                             Tag::any);
+    const memory::desc w_any({l.out_channels, l.in_channels, l.kernel, l.kernel}, adt_, Tag::any);
     auto bd_pd = conv_pd(
         l, "backward-data",
         [&](dnnl::algorithm a) {
@@ -888,16 +974,16 @@ class Net {
               {a, x.md, w_any, u.conv_out.md, strides, pad, pad}, attr_, eng, u.conv_pd);
         },
         &w_md);
-    memory w_bwd = params[u.weights].value;
+    memory w_bwd = params[u.weights].read();
     if (bd_pd.weights_desc() != w_md) {
       w_bwd = owned(bd_pd.weights_desc());
       dnnl::reorder::primitive_desc rpd(eng, w_md, eng, bd_pd.weights_desc(), attr_);
       group.push_back(make_op(rpd, u.conv_layer, "reorder", "backward_data", 0,
-                              2 * kF32 * dbl(l.weight_count()),
-                              {{DNNL_ARG_FROM, params[u.weights].value}, {DNNL_ARG_TO, w_bwd}}));
+                              2 * a_ * dbl(l.weight_count()),
+                              {{DNNL_ARG_FROM, params[u.weights].read()}, {DNNL_ARG_TO, w_bwd}}));
     }
     group.push_back(make_op(
-        bd_pd, u.conv_layer, "convolution", "backward_data", l.forward_flops(), conv_bytes(l),
+        bd_pd, u.conv_layer, "convolution", "backward_data", l.forward_flops(), conv_bytes(l, a_),
         {{DNNL_ARG_DIFF_DST, d}, {DNNL_ARG_WEIGHTS, w_bwd}, {DNNL_ARG_DIFF_SRC, *diff_x}}));
     tag_choice(group.back());
   }
@@ -907,7 +993,7 @@ class Net {
          const char* phase) {
     dnnl::binary::primitive_desc pd({dnnl::algorithm::binary_add, src0.md, src1.md, src0.md}, attr_,
                                     eng);
-    return make_op(pd, layer, "binary", phase, 0, add_bytes(elems(src0.md)),
+    return make_op(pd, layer, "binary", phase, 0, add_bytes(elems(src0.md), a_),
                    {{DNNL_ARG_SRC_0, src0.mem}, {DNNL_ARG_SRC_1, src1.mem}, {DNNL_ARG_DST, dst}});
   }
 
@@ -973,6 +1059,15 @@ class Net {
     update.push_back(make_op(
         pd, -1, "update", "update", 0, update_bytes_,
         {{DNNL_ARG_MULTIPLE_SRC, wm}, {DNNL_ARG_MULTIPLE_SRC + 1, gm}, {DNNL_ARG_DST, wm}}));
+    // Mixed precision: the updated f32 masters rounded into the bf16 copies for the next step.
+    for (const Param& p : params) {
+      if (!p.has_copy) continue;
+      double n = 1;
+      for (auto d : p.plain_dims) n *= dbl(d);
+      dnnl::reorder::primitive_desc rpd(eng, p.value.get_desc(), eng, p.copy.get_desc(), attr_);
+      update.push_back(make_op(rpd, -1, "reorder", "update", 0, (kF32 + a_) * n,
+                               {{DNNL_ARG_FROM, p.value}, {DNNL_ARG_TO, p.copy}}));
+    }
   }
 
   double update_bytes_ = 0;
@@ -992,6 +1087,9 @@ class Net {
   std::string alg_name_;
   int winograd_passes_ = 0;  // convolution passes built with Winograd (algorithm winograd)
   bool best_ = false;        // algorithm best: per layer pass search (conv_pd_best)
+  bool bf16_ = false;        // dtype bf16 (mixed precision in training)
+  double a_ = kF32;          // bytes per activation element
+  Dt adt_ = Dt::f32;
   std::string last_choice_;  // what the last conv_pd_best chose
 
  public:
@@ -1022,6 +1120,11 @@ void init_param(Net& net, const Param& p, std::uint64_t seed, std::uint64_t stre
   std::vector<float> h(n, p.init_value);
   if (p.init_bound > 0) fill_uniform(h.data(), n, -p.init_bound, p.init_bound, seed, stream);
   net.write(p.value, h.data(), p.plain_dims, p.plain_tag);
+  if (p.has_copy) {
+    memory from = p.value, to = p.copy;
+    dnnl::reorder(from, to).execute(net.strm, from, to);
+    net.strm.wait();
+  }
 }
 
 // ---- The model --------------------------------------------------------------------------------
@@ -1030,7 +1133,7 @@ class CnnModel final : public Model {
  public:
   CnnModel(const space::Config& config, std::uint64_t seed)
       : plan_(make_plan(config)),
-        net_(config.knobs.mode == "training", config.knobs.algorithm),
+        net_(config.knobs.mode == "training", config.knobs.algorithm, plan_.bf16),
         counts_(cnn_counts(config)) {
     build(seed);
   }
@@ -1076,13 +1179,13 @@ class CnnModel final : public Model {
     const NetPlan& p = plan_;
     const bool training = net_.training();
     // Input image NCHW (3 channels: the stem convolution reads the plain layout).
-    const memory::desc img_md({p.batch, 3, p.image, p.image}, Dt::f32, Tag::nchw);
+    const Dt adt = net_.adt();
+    const memory::desc img_md({p.batch, 3, p.image, p.image}, adt, Tag::nchw);
     const Act img{img_md, net_.owned(img_md)};
 
     // Stem: conv + BN + ReLU, then a 3x3 stride-2 max pool.
     Unit stem = net_.unit(p.stem, img);
-    const memory::desc pool_any({p.batch, p.stem.out_channels, p.pool_h, p.pool_w}, Dt::f32,
-                                Tag::any);
+    const memory::desc pool_any({p.batch, p.stem.out_channels, p.pool_h, p.pool_w}, adt, Tag::any);
     const auto prop =
         training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     dnnl::pooling_forward::primitive_desc pool_pd(
@@ -1099,7 +1202,7 @@ class CnnModel final : public Model {
                                            {DNNL_ARG_DST, pooled.mem}};
       if (ws) args[DNNL_ARG_WORKSPACE] = *ws;
       net_.fwd.push_back(net_.make_op(pool_pd, pool_layer, "pooling", "forward", 0,
-                                      maxpool_bytes(pool_src, pool_dst, training), args));
+                                      maxpool_bytes(pool_src, pool_dst, training, p.a), args));
     }
     if (training) {
       std::vector<Op> g;
@@ -1109,7 +1212,8 @@ class CnnModel final : public Model {
           {dnnl::algorithm::pooling_max, stem.out.md, pooled.md, {2, 2}, {3, 3}, {1, 1}, {1, 1}},
           net_.attr(), net_.eng, pool_pd);
       g.push_back(net_.make_op(
-          pb, pool_layer, "pooling", "backward_data", 0, maxpool_bytes(pool_src, pool_dst, true),
+          pb, pool_layer, "pooling", "backward_data", 0,
+          maxpool_bytes(pool_src, pool_dst, true, p.a),
           {{DNNL_ARG_DIFF_DST, d_pool}, {DNNL_ARG_DIFF_SRC, d_stem}, {DNNL_ARG_WORKSPACE, *ws}}));
       net_.unit_backward(g, stem, img, d_stem, d_stem, std::nullopt);
       net_.bwd_groups.push_back(std::move(g));
@@ -1125,7 +1229,7 @@ class CnnModel final : public Model {
 
     // Head: global average pool, dense, softmax; loss and its gradient on the host.
     // Its output keeps the blocks' layout (a plain one makes oneDNN fall back to ref:any).
-    const memory::desc feat_any({p.batch, p.features, 1, 1}, Dt::f32, Tag::any);
+    const memory::desc feat_any({p.batch, p.features, 1, 1}, adt, Tag::any);
     const memory::dims gstride{1, 1}, gkernel{p.feat_h, p.feat_w}, gpad{0, 0};
     dnnl::pooling_forward::primitive_desc gp_pd({prop, dnnl::algorithm::pooling_avg_include_padding,
                                                  x.md, feat_any, gstride, gkernel, gpad, gpad},
@@ -1136,22 +1240,24 @@ class CnnModel final : public Model {
     net_.fwd.push_back(net_.make_op(gp_pd, gpool_layer, "pooling", "forward", 0, gpool_bytes(p),
                                     {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DST, feat.mem}}));
 
-    const memory::desc w_any({p.classes, p.features, 1, 1}, Dt::f32, Tag::any);
+    const memory::desc w_any({p.classes, p.features, 1, 1}, adt, Tag::any);
     const memory::desc b_md({p.classes}, Dt::f32, Tag::x);
+    // Logits and probabilities f32 (softmax and loss in f32); their gradient in `adt`.
     const memory::desc logits_md({p.batch, p.classes}, Dt::f32, Tag::nc);
+    const memory::desc dlogits_md({p.batch, p.classes}, adt, Tag::nc);
     dnnl::inner_product_forward::primitive_desc ip_pd({prop, feat_md, w_any, b_md, logits_md},
                                                       net_.attr(), net_.eng);
     const std::int64_t dense_layer = net_.next_layer++;
     // Glorot-uniform weights, zero bias.
     const float glorot = std::sqrt(6.0f / static_cast<float>(p.features + p.classes));
     const std::size_t dense_w =
-        net_.add_param(ip_pd.weights_desc(), {p.classes, p.features, 1, 1}, Tag::oihw, glorot, 0.f);
+        net_.add_weights(ip_pd.weights_desc(), {p.classes, p.features, 1, 1}, Tag::oihw, glorot);
     const std::size_t dense_b = net_.add_param(b_md, {p.classes}, Tag::x, 0.f, 0.f);
     const memory logits = net_.owned(logits_md);
     net_.fwd.push_back(net_.make_op(ip_pd, dense_layer, "inner_product", "forward",
                                     dense_fwd_flops(p), dense_fwd_bytes(p),
                                     {{DNNL_ARG_SRC, feat.mem},
-                                     {DNNL_ARG_WEIGHTS, net_.params[dense_w].value},
+                                     {DNNL_ARG_WEIGHTS, net_.params[dense_w].read()},
                                      {DNNL_ARG_BIAS, net_.params[dense_b].value},
                                      {DNNL_ARG_DST, logits}}));
     dnnl::softmax_forward::primitive_desc sm_pd({prop, logits_md, 1}, net_.attr(), net_.eng);
@@ -1165,7 +1271,7 @@ class CnnModel final : public Model {
     if (training) {
       std::vector<Op> g;
       const std::int64_t loss_layer = net_.next_layer++;
-      dlogits = net_.owned(logits_md);
+      dlogits = net_.owned(dlogits_md);
       labels_mem = net_.owned(memory::desc({p.batch}, Dt::s32, Tag::x));
       Op loss;
       loss.layer = loss_layer;
@@ -1179,14 +1285,16 @@ class CnnModel final : public Model {
       g.push_back(std::move(loss));
       const Act dfeat{feat_md, net_.owned(feat_md)};
       dnnl::inner_product_backward_data::primitive_desc bd(
-          {feat_md, ip_pd.weights_desc(), logits_md}, net_.attr(), net_.eng, ip_pd);
+          {feat_md, ip_pd.weights_desc(), dlogits_md}, net_.attr(), net_.eng, ip_pd);
       g.push_back(net_.make_op(bd, dense_layer, "inner_product", "backward_data",
                                dense_fwd_flops(p), dense_bwd_data_bytes(p),
                                {{DNNL_ARG_DIFF_DST, *dlogits},
-                                {DNNL_ARG_WEIGHTS, net_.params[dense_w].value},
+                                {DNNL_ARG_WEIGHTS, net_.params[dense_w].read()},
                                 {DNNL_ARG_DIFF_SRC, dfeat.mem}}));
       dnnl::inner_product_backward_weights::primitive_desc bw(
-          {feat_md, ip_pd.weights_desc(), b_md, logits_md}, net_.attr(), net_.eng, ip_pd);
+          {feat_md, net_.diff_weights_md(net_.params[dense_w]), b_md, dlogits_md}, net_.attr(),
+          net_.eng, ip_pd);
+      if (net_.params[dense_w].has_copy) net_.set_master(dense_w, bw.diff_weights_desc());
       g.push_back(net_.make_op(bw, dense_layer, "inner_product", "backward_weights",
                                dense_fwd_flops(p), dense_bwd_weights_bytes(p),
                                {{DNNL_ARG_SRC, feat.mem},
@@ -1208,7 +1316,9 @@ class CnnModel final : public Model {
     // Data and initial values.
     {
       const std::size_t n = static_cast<std::size_t>(p.batch * 3 * p.image * p.image);
-      fill_uniform(static_cast<float*>(img.mem.get_data_handle()), n, -0.5f, 0.5f, seed, 1u << 20);
+      std::vector<float> pixels(n);
+      fill_uniform(pixels.data(), n, -0.5f, 0.5f, seed, 1u << 20);
+      net_.write(img.mem, pixels.data(), img_md.dims(), Tag::nchw);
     }
     if (training) {
       auto* lab = static_cast<std::int32_t*>(labels_mem.get_data_handle());
@@ -1239,10 +1349,12 @@ class CnnModel final : public Model {
     }
   }
 
+  // The gradient is written f32, or rounded to bf16 (nearest even) when dlogits is bf16.
   static double softmax_xent(const memory& probs, const memory& dlogits, const memory& labels,
                              std::int64_t n, std::int64_t c) {
     const auto* pr = static_cast<const float*>(probs.get_data_handle());
-    auto* d = static_cast<float*>(dlogits.get_data_handle());
+    const bool bf16 = dlogits.get_desc().data_type() == Dt::bf16;
+    void* d = dlogits.get_data_handle();
     const auto* lab = static_cast<const std::int32_t*>(labels.get_data_handle());
     const float inv_n = 1.0f / static_cast<float>(n);
     const double sum = tbb::parallel_reduce(
@@ -1250,10 +1362,16 @@ class CnnModel final : public Model {
         [&](const tbb::blocked_range<std::int64_t>& r, double acc) {
           for (std::int64_t i = r.begin(); i != r.end(); ++i) {
             const float* row = pr + i * c;
-            float* drow = d + i * c;
             const std::int32_t y = lab[i];
-            for (std::int64_t j = 0; j < c; ++j) drow[j] = row[j] * inv_n;
-            drow[y] -= inv_n;
+            if (bf16) {
+              auto* drow = static_cast<std::uint16_t*>(d) + i * c;
+              for (std::int64_t j = 0; j < c; ++j) drow[j] = du::to_bf16(row[j] * inv_n);
+              drow[y] = du::to_bf16(row[y] * inv_n - inv_n);
+            } else {
+              float* drow = static_cast<float*>(d) + i * c;
+              for (std::int64_t j = 0; j < c; ++j) drow[j] = row[j] * inv_n;
+              drow[y] -= inv_n;
+            }
             acc -= std::log(std::max(static_cast<double>(row[y]), 1e-30));
           }
           return acc;

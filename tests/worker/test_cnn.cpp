@@ -12,6 +12,7 @@
 
 #include "worker/cnn.hpp"
 #include "worker/families.hpp"
+#include "worker/sysinfo.hpp"
 
 using dnnscape::space::Config;
 using dnnscape::space::Family;
@@ -288,6 +289,39 @@ TEST_CASE("a tiny CNN lowers its loss with SGD") {
   }
 }
 
+TEST_CASE("bf16: a tiny CNN's loss is the f32 model's within bf16 rounding, and falls") {
+  if (!dnnscape::worker::cpu_has_bf16()) return;  // the skipped row: tests/worker/test_dtype.cpp
+  for (const char* fn : {"residual", "bottleneck"}) {
+    CAPTURE(fn);
+    Config c = cnn_config(fn, 16, 1, 32, 10, 4);
+    auto f32 = build_cnn(c, 42);
+    c.knobs.dtype = "bf16";
+    auto bf16 = build_cnn(c, 42);  // the same initial values, rounded to bf16 for the copies
+    CHECK(bf16->counts().flops == f32->counts().flops);
+    f32->step();
+    bf16->step();
+    CHECK(bf16->last_loss() == doctest::Approx(f32->last_loss()).epsilon(0.02));
+    std::vector<double> losses{bf16->last_loss()};
+    bool copy = false, bf16_kernel = false;
+    for (const auto& op : bf16->profile_step()) {
+      copy = copy || (op.op == "reorder" && op.phase == "update");
+      bf16_kernel =
+          bf16_kernel || (op.op == "convolution" && op.impl.find("bf16") != std::string::npos);
+    }
+    CHECK(copy);         // the f32 master -> bf16 copy of every weight is timed in /ops
+    CHECK(bf16_kernel);  // jit_bf16:avx512_core_bf16
+    for (int i = 0; i < 14; ++i) {
+      bf16->step();
+      losses.push_back(bf16->last_loss());
+    }
+    CHECK(losses.back() < 0.7 * losses.front());
+    c.knobs.mode = "inference";
+    auto inf = build_model(c);
+    inf->step();
+    CHECK(std::isnan(inf->last_loss()));
+  }
+}
+
 TEST_CASE("image 100 works (global average pooling over the final 4x4 map)") {
   const auto layers = dnnscape::worker::cnn::conv_layers(cnn_config("residual", 4, 1, 100, 10, 2));
   CHECK(layers.back().out_h == 4);
@@ -314,7 +348,14 @@ TEST_CASE("counts() equal cnn_counts(); memory prediction within 25% of the allo
       cnn_config("residual", 16, 1, 100, 500, 8, "inference"),
       cnn_config("bottleneck", 32, 1, 100, 1000, 8, "inference"),
   };
-  for (const auto& c : configs) {
+  std::vector<Config> all = configs;
+  if (dnnscape::worker::cpu_has_bf16()) {
+    for (Config c : {configs[0], configs[1], configs[3], configs[5], configs[6]}) {
+      c.knobs.dtype = "bf16";
+      all.push_back(c);
+    }
+  }
+  for (const auto& c : all) {
     CAPTURE(c.label());
     const auto predicted = cnn_counts(c);
     const auto dispatched = predict_counts(c);
@@ -342,8 +383,9 @@ TEST_CASE("counts() equal cnn_counts(); memory prediction within 25% of the allo
       CHECK(op.time_s >= 0);
       CHECK(!op.impl.empty());
       flops += op.flops;
-      // Weight reorders for backward-data are layout conversions, outside the compulsory traffic.
-      if (op.op != "reorder") bytes += op.bytes;
+      // Weight reorders for backward-data are layout conversions, outside the compulsory traffic;
+      // bf16's master -> copy reorders (phase update) are part of the algorithm and count.
+      if (op.op != "reorder" || op.phase == "update") bytes += op.bytes;
     }
     const auto layers = dnnscape::worker::cnn::conv_layers(c);
     const double stem_bwd = c.knobs.mode == "training" ? layers.front().forward_flops() : 0.0;
@@ -388,7 +430,7 @@ TEST_CASE("FLOPs recomputed from the layer list, and by hand for one config") {
 
 TEST_CASE("unsupported knobs and parameters say why") {
   Config c = cnn_config("residual", 4, 1, 32, 10, 2);
-  c.knobs.dtype = "bf16";
+  c.knobs.dtype = "f16";
   CHECK_THROWS_AS(cnn_counts(c), Unsupported);
   c.knobs.dtype = "f32";
   c.block_fn = "dense";

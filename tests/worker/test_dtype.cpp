@@ -48,6 +48,21 @@ space::Config rnn(const std::string& dtype, std::string cell = "lstm", std::int6
   return c;
 }
 
+space::Config cnn(const std::string& dtype, std::int64_t filters = 16, std::int64_t image = 32,
+                  std::int64_t batch = 4, std::string block_fn = "residual") {
+  space::Config c;
+  c.family = space::Family::cnn;
+  c.block_fn = std::move(block_fn);
+  c.filters = filters;
+  c.blocks = 1;
+  c.image = image;
+  c.output = 10;
+  c.batch = batch;
+  c.knobs.mode = "training";
+  c.knobs.dtype = dtype;
+  return c;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -116,7 +131,7 @@ TEST_CASE("a bf16 row's utilization is computed against the bf16 peak") {
 }
 
 TEST_CASE("without bf16 in the CPU a bf16 row is skipped with the reason") {
-  for (const auto& c : {fc("bf16", 1, 64, 32, 16, 32), rnn("bf16")}) {
+  for (const auto& c : {fc("bf16", 1, 64, 32, 16, 32), rnn("bf16"), cnn("bf16")}) {
     CAPTURE(c.label());
     ::setenv("DNNSCAPE_ASSUME_NO_BF16", "1", 1);
     const auto r = worker::run_config(c, quick_context());
