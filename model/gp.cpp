@@ -240,7 +240,7 @@ std::vector<double> Gp::loo_z() const {
 
 std::vector<std::pair<std::size_t, double>> Gp::select_batch(const Eigen::MatrixXd& xs,
                                                              const Eigen::MatrixXd& hs,
-                                                             std::size_t k) const {
+                                                             std::size_t k, bool integrated) const {
   const Eigen::Index m = xs.rows();
   Eigen::MatrixXd v = matern52(x_, xs, hyper_);  // n x m, then L^-1 K*
   chol_.matrixL().solveInPlace(v);
@@ -250,20 +250,48 @@ std::vector<std::pair<std::size_t, double>> Gp::select_batch(const Eigen::Matrix
   for (Eigen::Index i = 0; i < m; ++i)
     var(i) = std::max(hyper_.signal_var - v.col(i).squaredNorm(), 0.0) +
              std::max(r.col(i).dot(ar.col(i)), 0.0);
+  // The reference set over which the variance removed by a pick is summed: the query rows
+  // themselves (every s-th of them when there are many, to bound the cost at m x 1024).
+  const Eigen::Index stride = std::max<Eigen::Index>(1, (m + 1023) / 1024);
+  std::vector<Eigen::Index> ref;
+  for (Eigen::Index i = 0; i < m; i += stride) ref.push_back(i);
+  const auto s_n = static_cast<Eigen::Index>(ref.size());
+  Eigen::MatrixXd xr(s_n, xs.cols()), vr(v.rows(), s_n);
+  for (Eigen::Index j = 0; j < s_n; ++j) {
+    xr.row(j) = xs.row(ref[static_cast<std::size_t>(j)]);
+    vr.col(j) = v.col(ref[static_cast<std::size_t>(j)]);
+  }
+  Eigen::MatrixXd cref = matern52(xs, xr, hyper_) - v.transpose() * vr;  // m x S, posterior
   std::vector<Eigen::VectorXd> updates;
   std::vector<char> taken(static_cast<std::size_t>(m), 0);
   std::vector<std::pair<std::size_t, double>> out;
   for (std::size_t t = 0; t < k; ++t) {
+    // The pick that removes the most predictive variance of the log metric (= relative
+    // uncertainty) summed over the grid, not the single most uncertain config: that one sits
+    // in a corner, and a batch of them leaves the bulk of the grid as uncertain as before.
     Eigen::Index c = -1;
-    for (Eigen::Index i = 0; i < m; ++i)
-      if (taken[static_cast<std::size_t>(i)] == 0 && (c < 0 || var(i) > var(c))) c = i;
+    double best = -1;
+    for (Eigen::Index i = 0; i < m; ++i) {
+      if (taken[static_cast<std::size_t>(i)] != 0) continue;
+      const double gain =
+          integrated ? cref.row(i).squaredNorm() / (std::max(var(i), 0.0) + hyper_.noise_var)
+                     : var(i);
+      if (gain > best) {
+        best = gain;
+        c = i;
+      }
+    }
     if (c < 0) break;
     taken[static_cast<std::size_t>(c)] = 1;
-    out.emplace_back(static_cast<std::size_t>(c), std::sqrt(std::max(var(c), 0.0)));
-    // Posterior covariance of every query row with the pick, given the data and earlier picks.
+    out.emplace_back(static_cast<std::size_t>(c), std::sqrt(std::max(best, 0.0)));
+    // Condition on the pick as if measured: the covariance of every query row with it, given
+    // the data and the earlier picks (the trend's share is left out of the covariances).
     Eigen::VectorXd cov = matern52(xs, xs.row(c), hyper_).col(0) - v.transpose() * v.col(c);
     for (const auto& u : updates) cov -= u * u(c);
-    Eigen::VectorXd u = cov / std::sqrt(std::max(var(c), 0.0) + hyper_.noise_var);
+    const double scale = std::sqrt(std::max(var(c), 0.0) + hyper_.noise_var);
+    Eigen::VectorXd u = cov / scale;
+    const Eigen::RowVectorXd u_ref = cref.row(c) / scale;
+    cref -= u * u_ref;
     var -= u.cwiseAbs2();
     updates.push_back(std::move(u));
   }

@@ -45,12 +45,14 @@ class Gp {
   [[nodiscard]] std::vector<GpPrediction> predict(const Eigen::MatrixXd& xs,
                                                   const Eigen::MatrixXd& hs) const;
 
-  // Greedy batch of up to k query rows with the largest predictive variance, each picked
-  // conditioned on the ones before it (as if they had been measured): so a batch spreads out
-  // instead of piling onto one uncertain corner. Returns (row, standard deviation at pick time).
-  [[nodiscard]] std::vector<std::pair<std::size_t, double>> select_batch(const Eigen::MatrixXd& xs,
-                                                                         const Eigen::MatrixXd& hs,
-                                                                         std::size_t k) const;
+  // Greedy batch of up to k query rows: each the one whose measurement would remove the most
+  // predictive variance summed over all query rows (integrated; else: the largest variance
+  // itself), conditioned on the picks before it (as if
+  // they had been measured), so a batch spreads out instead of piling onto one uncertain
+  // corner. Returns (row, square root of the variance it removes).
+  [[nodiscard]] std::vector<std::pair<std::size_t, double>> select_batch(
+      const Eigen::MatrixXd& xs, const Eigen::MatrixXd& hs, std::size_t k,
+      bool integrated = true) const;
 
   // Leave-one-out residuals of the training points in standard deviations (R&W eq. 5.12, with
   // the trend held fixed): alpha_i / sqrt([K^-1]_ii).

@@ -375,11 +375,31 @@ std::vector<Prediction> Panel::predict(const std::vector<Point>& points) const {
 }
 
 std::vector<std::pair<std::size_t, double>> Panel::most_uncertain(const std::vector<Point>& points,
-                                                                  std::size_t k) const {
+                                                                  std::size_t k,
+                                                                  bool integrated) const {
   std::vector<std::vector<double>> rows;
   rows.reserve(points.size());
   for (const auto& p : points) rows.push_back(feature_row(p));
-  return posterior_->gp.select_batch(inputs(rows, features_.size()), basis(rows, features_), k);
+  return posterior_->gp.select_batch(inputs(rows, features_.size()), basis(rows, features_), k,
+                                     integrated);
+}
+
+std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Point>& candidates,
+                                      std::size_t k, std::uint64_t seed, bool mixed) {
+  k = std::min(k, candidates.size());
+  std::vector<std::size_t> out;
+  std::vector<char> taken(candidates.size(), 0);
+  if (panel != nullptr) {
+    for (const auto& [i, gain] : panel->most_uncertain(candidates, mixed ? k - k / 2 : k, mixed)) {
+      out.push_back(i);
+      taken[i] = 1;
+    }
+  }
+  for (auto i : shuffled(candidates.size(), seed)) {
+    if (out.size() >= k) break;
+    if (taken[i] == 0) out.push_back(i);
+  }
+  return out;
 }
 
 nlohmann::json Panel::to_json() const {

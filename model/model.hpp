@@ -82,7 +82,7 @@ class Panel {
   // Up to k of `points` to measure next: largest relative uncertainty (sd of the log metric),
   // each conditioned on the picks before it. (index into points, sd) in pick order.
   [[nodiscard]] std::vector<std::pair<std::size_t, double>> most_uncertain(
-      const std::vector<Point>& points, std::size_t k) const;
+      const std::vector<Point>& points, std::size_t k, bool integrated = true) const;
 
   [[nodiscard]] nlohmann::json to_json() const;
   static Panel from_json(const nlohmann::json& j);
@@ -120,6 +120,14 @@ class Panel {
   struct Posterior;
   std::shared_ptr<const Posterior> posterior_;
 };
+
+// The next k of `candidates` to measure (indices, distinct), as adaptive sampling picks them:
+// the largest predictive sd of the log metric (uncertainty relative to the predicted value),
+// each conditioned on the picks before it. `mixed`: instead half by integrated variance
+// reduction and half uniformly at random (a variant bench/bench_model compares). Without a
+// panel (too few rows yet) all k are random (seeded).
+std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Point>& candidates,
+                                      std::size_t k, std::uint64_t seed, bool mixed = false);
 
 // Accuracy on held-out points: absolute percentage errors of the predicted median and coverage
 // of the 90% intervals.

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <unordered_map>
 
+#include "space/grid.hpp"
+
 namespace dnnscape::orchestrator {
 
 model::Point point_of(const PlannedConfig& p) {
@@ -71,34 +73,34 @@ std::vector<model::Panel> AdaptiveSampler::fit() const {
 
 std::vector<PlannedConfig> AdaptiveSampler::next_batch(std::size_t k) const {
   const auto panels = fit();
-  // (score, planned index): each family's panel proposes its k most uncertain candidates.
-  std::vector<std::pair<double, std::size_t>> proposals;
-  for (auto family : {space::Family::fc, space::Family::cnn, space::Family::rnn}) {
-    std::vector<std::size_t> idx;
+  // The unmeasured candidates per family; k is shared out in proportion to them.
+  std::vector<std::vector<std::size_t>> idx(3);
+  for (std::size_t i = 0; i < planned_.size(); ++i) {
+    const auto& p = planned_[i];
+    if (measured_flag_[i] != 0 || !p.skip_reason.empty()) continue;
+    if (!std::isfinite(p.flops) || !std::isfinite(p.bytes) || !std::isfinite(p.params)) continue;
+    idx[static_cast<std::size_t>(p.config.family)].push_back(i);
+  }
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t total = 0;
+  for (const auto& v : idx) {
+    sizes.push_back(v.size());
+    total += v.size();
+  }
+  const auto share = space::split_proportionally(std::min<std::uint64_t>(k, total), sizes);
+  std::vector<PlannedConfig> batch;
+  for (std::size_t f = 0; f < idx.size(); ++f) {
+    if (share[f] == 0) continue;
+    const auto family = static_cast<space::Family>(f);
     std::vector<model::Point> pts;
-    for (std::size_t i = 0; i < planned_.size(); ++i) {
-      const auto& p = planned_[i];
-      if (measured_flag_[i] != 0 || !p.skip_reason.empty() || p.config.family != family) continue;
-      if (!std::isfinite(p.flops) || !std::isfinite(p.bytes) || !std::isfinite(p.params)) continue;
-      idx.push_back(i);
-      pts.push_back(point_of(p));
-    }
-    if (idx.empty()) continue;
+    for (auto i : idx[f]) pts.push_back(point_of(planned_[i]));
     const auto panel = std::find_if(panels.begin(), panels.end(),
                                     [&](const model::Panel& m) { return m.family() == family; });
-    if (panel == panels.end()) {
-      // Too few rows for a model: anything of this family is maximally informative.
-      for (std::size_t j = 0; j < std::min(k, idx.size()); ++j)
-        proposals.emplace_back(std::numeric_limits<double>::infinity(), idx[j]);
-      continue;
-    }
-    for (const auto& [j, sd] : panel->most_uncertain(pts, k)) proposals.emplace_back(sd, idx[j]);
+    const auto seed = spec_.sampling.seed * 1000003 + static_cast<std::uint64_t>(measured_) + f;
+    for (auto j : model::choose_batch(panel == panels.end() ? nullptr : &*panel, pts,
+                                      static_cast<std::size_t>(share[f]), seed))
+      batch.push_back(planned_[idx[f][j]]);
   }
-  std::stable_sort(proposals.begin(), proposals.end(),
-                   [](const auto& a, const auto& b) { return a.first > b.first; });
-  std::vector<PlannedConfig> batch;
-  for (std::size_t j = 0; j < std::min(k, proposals.size()); ++j)
-    batch.push_back(planned_[proposals[j].second]);
   return batch;
 }
 
