@@ -15,6 +15,7 @@
 #include "analysis/compare.hpp"
 #include "analysis/frame.hpp"
 #include "analysis/heatmap.hpp"
+#include "analysis/model_cli.hpp"
 #include "analysis/regress.hpp"
 #include "analysis/roofline.hpp"
 #include "analysis/stats.hpp"
@@ -368,6 +369,55 @@ ReportResult report(const ReportOptions& o) {
       if (p.extension() == ".svg")
         page.figure(p, "achieved GFLOP/s against FLOP/byte under the measured ceilings");
     for (const auto& p : r.files) res.files.push_back(p);
+  } catch (const std::exception& e) {
+    page.error(e.what());
+  }
+  page.end();
+
+  // Measured vs predicted: the performance model's cross-validated predictions of these rows
+  // (docs/model.md); every row in a CSV, the worst predicted ones in a table.
+  page.section("model", "Measured vs predicted");
+  try {
+    ModelFitOptions mo;
+    mo.inputs = o.inputs;
+    mo.where = o.where;
+    mo.fit.seed = o.seed;
+    const auto r = fit_landscape(mo);
+    const std::string text = r.finding();
+    page.finding(text);
+    findings.push_back(text.substr(0, text.find('\n')));
+    const auto csv_path = o.out_dir / "measured_vs_predicted.csv";
+    std::ofstream csv(csv_path);
+    csv << "system,family,config,measured_step_time_s,predicted_s,lower_90_s,upper_90_s\n";
+    struct Worst {
+      double err;
+      std::string row;
+    };
+    std::vector<Worst> worst;
+    for (const auto& p : r.panels) {
+      for (std::size_t i = 0; i < p.cv.n; ++i) {
+        const auto label = p.points[i].config.label();
+        csv << fmt::format("{},{},\"{}\",{},{},{},{}\n", p.system, space::to_string(p.family),
+                           label, p.cv.measured[i], p.cv.predicted[i], p.cv.lower[i],
+                           p.cv.upper[i]);
+        worst.push_back(
+            {std::abs(p.cv.predicted[i] / p.cv.measured[i] - 1),
+             fmt::format("<tr><td>{}</td><td>{:.4g}</td><td>{:.4g}</td><td>{:.4g} - "
+                         "{:.4g}</td><td>{:+.1f}%</td></tr>\n",
+                         html_escape(label), p.cv.measured[i], p.cv.predicted[i], p.cv.lower[i],
+                         p.cv.upper[i], 100 * (p.cv.predicted[i] / p.cv.measured[i] - 1))});
+      }
+    }
+    std::sort(worst.begin(), worst.end(),
+              [](const Worst& a, const Worst& b) { return a.err > b.err; });
+    page.body +=
+        "<p>The worst cross-validated predictions of step_time_s (all rows: "
+        "measured_vs_predicted.csv)</p>\n<table><tr><th>config</th><th>measured s</th>"
+        "<th>predicted s</th><th>90% interval</th><th>error</th></tr>\n";
+    for (std::size_t i = 0; i < std::min<std::size_t>(8, worst.size()); ++i)
+      page.body += worst[i].row;
+    page.body += "</table>\n";
+    res.files.push_back(csv_path);
   } catch (const std::exception& e) {
     page.error(e.what());
   }

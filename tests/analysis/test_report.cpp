@@ -79,7 +79,8 @@ TEST_CASE("the report is one self-contained page that headless Chromium renders"
   REQUIRE(fs::exists(r.html));
   CHECK(r.sections == std::vector<std::string>{"System and spec provenance", "Sweep summary",
                                                "Heat maps", "Which parameter matters: regression",
-                                               "Roofline", "Comparison across files"});
+                                               "Roofline", "Measured vs predicted",
+                                               "Comparison across files"});
   const auto html = slurp(r.html);
   // 2 files x 2 families of heat maps, 1 regression, 2 rooflines, 1 comparison.
   CHECK(count(html, "<svg") == 8);
