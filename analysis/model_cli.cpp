@@ -174,13 +174,14 @@ int cmd_fit(const std::vector<std::string>& args) {
   po::options_description opts(
       "dnnscape model fit OUT.h5 [more.h5 ...] -o MODEL.json [options]\n\n"
       "Fits a performance model of METRIC per family (and per system, when the files come from\n"
-      "several hosts) on the ok rows: a log-linear trend on the log2 parameters, the knobs as\n"
-      "indicators and the roofline terms (log2 of flops/peak, bytes/bandwidth, their max and\n"
-      "params; peaks from each file's /system), plus a Gaussian process (Matern-5/2, one length\n"
-      "scale per feature, fitted by marginal likelihood) on the log of the metric. Reports the\n"
-      "k-fold cross-validated median and p90 absolute percentage error, the coverage of the 90%\n"
-      "intervals, and an extrapolation test: fit on the lower part of a parameter's range\n"
-      "(batch <= 1024 by default) and predict the rest. `dnnscape predict` uses the model file.\n"
+      "several hosts) on the ok rows. It predicts log(METRIC) as the log of a roofline anchor\n"
+      "(a*flops/peak + b*bytes/bandwidth + c, peaks from each file's /system) plus a\n"
+      "log-linear trend in the roofline terms and a Gaussian process (Matern-5/2, one length\n"
+      "scale per feature, fitted by marginal likelihood) over the log2 parameters, the knobs as\n"
+      "indicators and the roofline terms. Reports the k-fold cross-validated median and p90\n"
+      "absolute percentage error, the coverage of the 90% intervals, and an extrapolation test:\n"
+      "fit on the lower part of a parameter's range (batch <= 1024 by default), predict the\n"
+      "rest. `dnnscape predict` uses the model file.\n"
       "docs/model.md describes the method and the file.\n\noptions");
   opts.add_options()("help,h", "show this help")("output,o", po::value<std::string>(),
                                                  "model file to write (JSON)")(
