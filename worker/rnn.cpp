@@ -3,7 +3,9 @@
 //   -> inner_product (N x H) * (H x V) -> softmax in place -> loss + its gradient in place (oneTBB)
 //   -> inner_product backward data / weights -> reorder of the cell weights to the backward layout
 //   -> RNN backward (data and weights in one primitive) -> embedding scatter-add (oneTBB)
-//   -> SGD updates (oneTBB).
+//   -> SGD updates (oneTBB) [-> bf16: reorders of the f32 masters into the bf16 weight copies].
+// algorithm decomposed replaces the RNN primitives by matmuls and host element-wise loops per
+// step (add_decomposed_forward / add_decomposed_backward); algorithm best measures both.
 // Conventions (FLOPs, bytes, memory): docs/conventions-rnn.md.
 #include "worker/rnn.hpp"
 

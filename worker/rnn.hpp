@@ -1,5 +1,6 @@
-// The RNN family: embedding -> L stacked vanilla-RNN/LSTM/GRU cells (one oneDNN primitive) ->
-// Dense(vocab) at every step -> softmax cross-entropy -> SGD. Conventions: docs/conventions-rnn.md.
+// The RNN family: embedding -> L stacked vanilla-RNN/LSTM/GRU cells (one oneDNN primitive, or
+// matmul + element-wise ops per step: algorithm decomposed) -> Dense(vocab) at every step ->
+// softmax cross-entropy -> SGD. Conventions: docs/conventions-rnn.md.
 // oneDNN stays out of this header; the extra accessors of RnnModel exist for the tests.
 #pragma once
 
@@ -26,7 +27,8 @@ struct RnnParams {
 // An RNN model with the accessors the tests need to check it against a reference.
 class RnnModel : public Model {
  public:
-  // Weights in plain layouts (reordered from the primitives' layouts); training models only.
+  // Weights in plain layouts (reordered from the primitives' layouts; bf16: the f32 masters);
+  // training models only.
   [[nodiscard]] virtual RnnParams params() const = 0;
   virtual void set_params(const RnnParams& params) = 0;
   // Input and target token ids, T x B (index t * B + b); fixed at build time.
@@ -38,6 +40,7 @@ class RnnModel : public Model {
   virtual void set_learning_rate(float lr) = 0;
 };
 
+// The model of a concrete algorithm (default, fused, decomposed); best is resolved by build_rnn.
 std::unique_ptr<RnnModel> build_rnn_model(const space::Config& config, std::uint64_t seed);
 
 // Gates per cell as oneDNN orders them: rnn 1, lstm 4 (i, f, c~, o), gru 3 (u, r, o).

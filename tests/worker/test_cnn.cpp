@@ -432,6 +432,12 @@ TEST_CASE("unsupported knobs and parameters say why") {
   Config c = cnn_config("residual", 4, 1, 32, 10, 2);
   c.knobs.dtype = "f16";
   CHECK_THROWS_AS(cnn_counts(c), Unsupported);
+  if (dnnscape::worker::cpu_has_bf16()) {  // oneDNN 2.6 has Winograd for f32 only
+    c.knobs.dtype = "bf16";
+    c.knobs.algorithm = "winograd";
+    CHECK_THROWS_WITH_AS(build_model(c), doctest::Contains("Winograd for none"), Unsupported);
+    c.knobs.algorithm = "default";
+  }
   c.knobs.dtype = "f32";
   c.block_fn = "dense";
   CHECK_THROWS_WITH_AS(cnn_counts(c), "cnn: block_fn 'dense' is not residual or bottleneck",

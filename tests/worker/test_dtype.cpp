@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include "worker/executor.hpp"
+#include "worker/families.hpp"
 #include "worker/fc.hpp"
 #include "worker/sysinfo.hpp"
 
@@ -112,6 +115,63 @@ TEST_CASE("bf16 FC training reaches a higher GFLOP/s than f32 on a large config,
                   gf, f32.impl(), gb, bf16.impl(), gb / gf));
   CHECK(bf16.impl().find("bf16") != std::string::npos);
   CHECK(gb > gf);
+}
+
+// Not part of the suite: the CNN and RNN figures of docs/knobs.md ("dtype").
+//   worker_test_dtype -tc='bench*' --no-skip   (DNNSCAPE_BENCH_THREADS, default 2)
+// Fresh f32 and bf16 models of the same config, two warm-up steps each, then PAIRS interleaved
+// steps (alternating which goes first); GFLOP/s from the medians.
+TEST_CASE("bench: bf16 vs f32 GFLOP/s on a CNN and an RNN config, side by side" * doctest::skip()) {
+  if (!worker::cpu_has_bf16()) return;
+  const char* th = std::getenv("DNNSCAPE_BENCH_THREADS");
+  const int threads = th != nullptr ? std::atoi(th) : 2;
+  std::vector<space::Config> configs;
+  for (const std::string mode : {"training", "inference"}) {
+    space::Config c = cnn("f32", 32, 112, 16);
+    c.output = 1000;
+    c.knobs.mode = mode;
+    configs.push_back(c);
+    space::Config r = rnn("f32", "lstm", 1, 512, 50, 1000, 64);
+    r.knobs.mode = mode;
+    configs.push_back(r);
+    r.cell = "gru";
+    configs.push_back(r);
+  }
+  for (auto cf : configs) {
+    cf.knobs.threads = threads;
+    space::Config cb = cf;
+    cb.knobs.dtype = "bf16";
+    omp_set_num_threads(threads);
+    auto f = worker::build_model(cf, 1);
+    auto b = worker::build_model(cb, 1);
+    for (int i = 0; i < 2; ++i) {
+      f->step();
+      b->step();
+    }
+    std::vector<double> tf, tb;
+    using clock = std::chrono::steady_clock;
+    const auto timed = [](worker::Model& m) {
+      const auto t0 = clock::now();
+      m.step();
+      return std::chrono::duration<double>(clock::now() - t0).count();
+    };
+    for (int i = 0; i < 11; ++i) {
+      if (i % 2 == 0) {
+        tf.push_back(timed(*f));
+        tb.push_back(timed(*b));
+      } else {
+        tb.push_back(timed(*b));
+        tf.push_back(timed(*f));
+      }
+    }
+    const double gf = f->counts().flops / median(tf) / 1e9;
+    const double gb = b->counts().flops / median(tb) / 1e9;
+    MESSAGE(
+        fmt::format("{} threads {}: f32 {:.1f} GFLOP/s ({:.2f} ms, {}), bf16 {:.1f} GFLOP/s "
+                    "({:.2f} ms, {}), bf16/f32 {:.2f}",
+                    cf.label(), threads, gf, median(tf) * 1e3, f->impl(), gb, median(tb) * 1e3,
+                    b->impl(), gb / gf));
+  }
 }
 
 TEST_CASE("a bf16 row's utilization is computed against the bf16 peak") {
