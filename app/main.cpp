@@ -172,9 +172,10 @@ int cmd_plan(const std::vector<std::string>& args) {
     return 0;
   }
   if (spec.sampling.kind == space::Sampling::Kind::adaptive) {
-    fmt::print("spec {} ({} candidate configs, adaptive: {} measured, {} of them Sobol first; "
-               "the table covers every candidate)\n",
-               spec.name, planned.size(), spec.sampling.count, spec.sampling.initial);
+    fmt::print(
+        "spec {} ({} candidate configs, adaptive: {} measured, {} of them Sobol first; "
+        "the table covers every candidate)\n",
+        spec.name, planned.size(), spec.sampling.count, spec.sampling.initial);
   } else {
     fmt::print("spec {} ({} configs, sampling by {})\n", spec.name, planned.size(),
                spec.sampling.kind == space::Sampling::Kind::grid ? "grid" : "sample");
@@ -362,8 +363,11 @@ int cmd_status(const std::vector<std::string>& args) {
   // prediction of each (ceilings from /system).
   std::vector<orchestrator::PlannedConfig> planned;
   std::string spec_problem;
+  std::int64_t adaptive_budget = -1;  // adaptive sampling: configs to measure of the candidates
   try {
     const auto spec = space::parse_spec(reader.meta().spec_yaml, path.string() + ":spec_yaml");
+    if (spec.sampling.kind == space::Sampling::Kind::adaptive)
+      adaptive_budget = spec.sampling.count;
     worker::Peaks peaks;
     const auto& sys = reader.system();
     peaks.gflops_f32 = sys.peak_gflops_f32;
@@ -416,6 +420,19 @@ int cmd_status(const std::vector<std::string>& args) {
     }
   }
   for (std::size_t i = 0; i < n; ++i) ++by_status[statuses[i]];
+  if (adaptive_budget >= 0 && all.remaining > 0) {
+    // Adaptive: only the budget is left to measure, not every unmeasured candidate.
+    const std::int64_t left = std::min(
+        all.remaining, std::max<std::int64_t>(adaptive_budget - (all.total - all.remaining), 0));
+    predicted_left_s *= static_cast<double>(left) / static_cast<double>(all.remaining);
+    if (!vm.count("json")) {
+      fmt::print(
+          "adaptive sampling: {} of the {} candidates are measured, the rest predicted "
+          "(/predicted)\n",
+          adaptive_budget, all.total);
+    }
+    all.remaining = left;
+  }
   if (planned.empty()) {  // no usable spec: count the rows only
     for (std::size_t i = 0; i < n; ++i) {
       add(all, statuses[i]);

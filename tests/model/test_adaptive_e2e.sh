@@ -63,6 +63,8 @@ expect_exit 0 "$DNNSCAPE" run "$spec" -o "$out" --plain-progress
 grep -q "already recorded" "$WORK/err" || { cat "$WORK/out" "$WORK/err"; fail "no resume"; }
 grep -q "adaptive: 20 of 60 configs measured; predicted 60" "$WORK/err" || { cat "$WORK/err"; fail "adaptive summary"; }
 check "$out" 20
+expect_exit 0 "$DNNSCAPE" status "$out"
+grep -q "60 in the spec: 20 done, 0 skipped, 0 failed, 0 remaining" "$WORK/out" || { cat "$WORK/out"; fail "status of an adaptive sweep"; }
 
 # A rerun measures nothing more and rewrites /predicted.
 expect_exit 0 "$DNNSCAPE" run "$spec" -o "$out" --plain-progress
