@@ -321,6 +321,14 @@ TEST_CASE("rnn: fused or decomposed for the cell stack, measured on the cells al
   auto again = build_model(c);
   CHECK(best::stats().measurements == 0);
   CHECK(best::stats().cache_hits == 1);
+  if (dnnscape::worker::cpu_has_bf16()) {  // decomposed is f32 only: bf16 takes fused unmeasured
+    Config b = c;
+    b.knobs.dtype = "bf16";
+    best::reset_stats();
+    auto m16 = build_model(b);
+    CHECK(best::stats().measurements == 0);
+    CHECK(m16->impl().starts_with("best:fused "));
+  }
 }
 
 TEST_CASE("the executor's best row: choice in /ops, speedup over default in the message") {
