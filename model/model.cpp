@@ -389,13 +389,26 @@ std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Poin
   k = std::min(k, candidates.size());
   std::vector<std::size_t> out;
   std::vector<char> taken(candidates.size(), 0);
+  const auto order = shuffled(candidates.size(), seed);
   if (panel != nullptr) {
-    for (const auto& [i, gain] : panel->most_uncertain(candidates, mixed ? k - k / 2 : k, mixed)) {
+    // The selection holds a (GP rows x candidates) matrix: a large grid is scored on a seeded
+    // random subset of kMaxScored candidates.
+    constexpr std::size_t kMaxScored = 20000;
+    std::vector<std::size_t> scored(
+        order.begin(),
+        order.begin() + static_cast<std::ptrdiff_t>(std::min(kMaxScored, candidates.size())));
+    std::sort(scored.begin(), scored.end());
+    std::vector<Point> subset;
+    if (scored.size() < candidates.size())
+      for (auto i : scored) subset.push_back(candidates[i]);
+    const auto& pts = scored.size() < candidates.size() ? subset : candidates;
+    for (const auto& [j, gain] : panel->most_uncertain(pts, mixed ? k - k / 2 : k, mixed)) {
+      const std::size_t i = scored[j];
       out.push_back(i);
       taken[i] = 1;
     }
   }
-  for (auto i : shuffled(candidates.size(), seed)) {
+  for (auto i : order) {
     if (out.size() >= k) break;
     if (taken[i] == 0) out.push_back(i);
   }

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 
 #include "model/gp.hpp"
 #include "model/model.hpp"
@@ -122,4 +123,28 @@ TEST_CASE("a model file round-trips and a foreign file is refused in one line") 
   fs::remove(path);
   CHECK_THROWS_WITH_AS(Model::load(path), (path.string() + ": cannot read the model file").c_str(),
                        ModelError);
+}
+
+TEST_CASE("a batch is k distinct candidates, spread out, and random without a model") {
+  const auto grid = synthetic::fc_grid(8, 2048, 4096);
+  auto all = synthetic::fc_measured(grid, 0.02, 3);
+  std::vector<Point> train, cand;
+  for (std::size_t i = 0; i < all.size(); ++i) (i % 9 == 0 ? train : cand).push_back(all[i]);
+  const Panel panel = Panel::fit(synthetic::system(), space::Family::fc, train);
+  const auto batch = choose_batch(&panel, cand, 12, 1);
+  REQUIRE(batch.size() == 12);
+  CHECK(std::set<std::size_t>(batch.begin(), batch.end()).size() == 12);
+  // The first pick is the most uncertain candidate.
+  const auto pr = panel.predict(cand);
+  std::size_t most = 0;
+  for (std::size_t i = 0; i < pr.size(); ++i)
+    if (pr[i].log_sd > pr[most].log_sd) most = i;
+  CHECK(batch[0] == most);
+  // Conditioning spreads the batch over the grid (here: the uncertain large-batch edge).
+  std::set<std::pair<std::int64_t, std::int64_t>> shapes;
+  for (auto i : batch) shapes.insert({cand[i].config.layers, cand[i].config.nodes});
+  CHECK(shapes.size() >= 8);
+  const auto random = choose_batch(nullptr, cand, 12, 1);
+  CHECK(std::set<std::size_t>(random.begin(), random.end()).size() == 12);
+  CHECK(choose_batch(nullptr, cand, 1000, 1).size() == cand.size());
 }
