@@ -263,6 +263,28 @@ Decision measure_and_choose(const std::vector<Candidate>& candidates,
   return d;
 }
 
+std::string choose_whole_model(const LayerKey& key, const std::vector<std::string>& names,
+                               const std::function<Variant(const std::string&)>& variant) {
+  if (auto hit = cache().find(key.str());
+      hit && std::find(names.begin(), names.end(), hit->algorithm) != names.end()) {
+    record(key, *hit, true);
+    return hit->algorithm;
+  }
+  std::vector<std::unique_ptr<Model>> models;
+  std::vector<Candidate> cands;
+  for (const auto& name : names) {
+    auto [model, counts] = variant(name);
+    Model* m = model.get();
+    models.push_back(std::move(model));
+    cands.push_back(
+        {name, roofline_s(counts.flops, counts.bytes, key.threads), [m] { m->step(); }});
+  }
+  const Decision d = measure_and_choose(cands, names.front());
+  record(key, d, false);
+  cache().save();
+  return d.algorithm;
+}
+
 void record(const LayerKey& key, const Decision& d, bool from_cache) {
   BestModeStats& s = stats();
   ++s.decisions;

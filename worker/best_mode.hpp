@@ -126,6 +126,13 @@ Decision measure_and_choose(const std::vector<Candidate>& candidates,
 // Records a decision (cache put + stats).
 void record(const LayerKey& key, const Decision& d, bool from_cache);
 
+// The whole-model choice of fc and rnn among `names` (names.front() is the default, which wins
+// ties): the cached decision for `key`, else a model of each candidate from `variant` (with its
+// analytic counts for the roofline), measured by measure_and_choose, recorded and saved.
+using Variant = std::pair<std::unique_ptr<Model>, ModelCounts>;
+std::string choose_whole_model(const LayerKey& key, const std::vector<std::string>& names,
+                               const std::function<Variant(const std::string&)>& variant);
+
 // A model built with a chosen algorithm for the whole model (fc, rnn): its /ops impl strings and
 // impl() carry the choice before oneDNN's kernel name ("best:matmul brg:avx512_core").
 class ChosenModel final : public Model {

@@ -1363,15 +1363,10 @@ class CnnModel final : public Model {
           for (std::int64_t i = r.begin(); i != r.end(); ++i) {
             const float* row = pr + i * c;
             const std::int32_t y = lab[i];
-            if (bf16) {
-              auto* drow = static_cast<std::uint16_t*>(d) + i * c;
-              for (std::int64_t j = 0; j < c; ++j) drow[j] = du::to_bf16(row[j] * inv_n);
-              drow[y] = du::to_bf16(row[y] * inv_n - inv_n);
-            } else {
-              float* drow = static_cast<float*>(d) + i * c;
-              for (std::int64_t j = 0; j < c; ++j) drow[j] = row[j] * inv_n;
-              drow[y] -= inv_n;
-            }
+            void* drow = bf16 ? static_cast<void*>(static_cast<std::uint16_t*>(d) + i * c)
+                              : static_cast<void*>(static_cast<float*>(d) + i * c);
+            du::softmax_xent_grad_row(row, drow, static_cast<std::size_t>(c),
+                                      static_cast<std::size_t>(y), inv_n, bf16);
             acc -= std::log(std::max(static_cast<double>(row[y]), 1e-30));
           }
           return acc;

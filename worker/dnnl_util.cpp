@@ -128,6 +128,19 @@ void fill_uniform(float* dst, std::size_t n, float lo, float hi, std::uint64_t s
                     });
 }
 
+void softmax_xent_grad_row(const float* p, void* grad, std::size_t classes, std::size_t label,
+                           float scale, bool bf16) {
+  if (bf16) {
+    auto* g = static_cast<std::uint16_t*>(grad);
+    for (std::size_t j = 0; j < classes; ++j) g[j] = to_bf16(p[j] * scale);
+    g[label] = to_bf16(p[label] * scale - scale);
+  } else {
+    auto* g = static_cast<float*>(grad);
+    for (std::size_t j = 0; j < classes; ++j) g[j] = p[j] * scale;
+    g[label] -= scale;
+  }
+}
+
 std::uint16_t to_bf16(float x) {
   std::uint32_t u = 0;
   std::memcpy(&u, &x, sizeof u);

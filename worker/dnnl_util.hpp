@@ -80,6 +80,12 @@ void fill_uniform(float* dst, std::size_t n, float lo, float hi, std::uint64_t s
 std::uint16_t to_bf16(float x);
 float from_bf16(std::uint16_t b);
 
+// One row of the softmax cross-entropy gradient with respect to the logits,
+// (p - onehot(label)) * scale, written as f32 or (bf16) rounded to nearest even. In f32, `grad`
+// may be `p` itself (in place).
+void softmax_xent_grad_row(const float* p, void* grad, std::size_t classes, std::size_t label,
+                           float scale, bool bf16);
+
 // Copies between a host vector in `plain_md`'s layout and a memory of any layout (reorder).
 void write_from_plain(const std::vector<float>& src, const dnnl::memory::desc& plain_md,
                       const dnnl::memory& dst, Runtime& rt);

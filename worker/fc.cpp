@@ -12,6 +12,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <string_view>
 #include <unordered_map>
 
 #include "worker/best_mode.hpp"
@@ -535,15 +536,9 @@ void FcModel::Impl::loss_and_gradient() {
           for (std::size_t i = r.begin(); i != r.end(); ++i) {
             const float* pi = p + i * classes;
             const auto label = static_cast<std::size_t>(labels[i]);
-            if (bf16) {
-              auto* gi = static_cast<std::uint16_t*>(g) + i * classes;
-              for (std::size_t j = 0; j < classes; ++j) gi[j] = du::to_bf16(pi[j] * inv_batch);
-              gi[label] = du::to_bf16(pi[label] * inv_batch - inv_batch);
-            } else {
-              float* gi = static_cast<float*>(g) + i * classes;
-              for (std::size_t j = 0; j < classes; ++j) gi[j] = pi[j] * inv_batch;
-              gi[label] -= inv_batch;
-            }
+            void* gi = bf16 ? static_cast<void*>(static_cast<std::uint16_t*>(g) + i * classes)
+                            : static_cast<void*>(static_cast<float*>(g) + i * classes);
+            du::softmax_xent_grad_row(pi, gi, classes, label, inv_batch, bf16);
             acc -= std::log(std::max(static_cast<double>(pi[label]), double{FLT_MIN}));
           }
           return acc;
@@ -672,29 +667,15 @@ std::string choose_fc_algorithm(const space::Config& config) {
                            config.knobs.mode, config.knobs.dtype)
           : best::make_key("fc_first_layer", {{"mb", s.batch}, {"ic", s.in(0)}, {"oc", s.out(0)}},
                            config.knobs.mode, config.knobs.dtype);
-  const std::vector<std::string> names{"matmul", "inner_product"};
-  if (auto d = best::cache().find(key.str());
-      d && std::find(names.begin(), names.end(), d->algorithm) != names.end()) {
-    best::record(key, *d, true);
-    return d->algorithm;
-  }
   space::Config first = config;
   first.layers = two ? 1 : 0;
   first.nodes = s.out(0);
   first.output = two ? s.out(1) : s.out(0);
-  std::vector<std::unique_ptr<FcModel>> models;
-  std::vector<best::Candidate> cands;
-  for (const auto& name : names) {
+  static_assert(std::string_view(kFcDefaultAlgorithm) == "matmul");  // names.front()
+  return best::choose_whole_model(key, {"matmul", "inner_product"}, [&](const std::string& name) {
     first.knobs.algorithm = name;
-    const ModelCounts c = fc_counts(first);
-    models.push_back(std::make_unique<FcModel>(first, 42));
-    FcModel* m = models.back().get();
-    cands.push_back({name, best::roofline_s(c.flops, c.bytes, key.threads), [m] { m->step(); }});
-  }
-  const best::Decision d = best::measure_and_choose(cands, kFcDefaultAlgorithm);
-  best::record(key, d, false);
-  best::cache().save();
-  return d.algorithm;
+    return best::Variant{std::make_unique<FcModel>(first, 42), fc_counts(first)};
+  });
 }
 
 }  // namespace

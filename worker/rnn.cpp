@@ -964,14 +964,9 @@ RnnModelImpl::RnnModelImpl(const space::Config& config, std::uint64_t seed)
                       float* row = p + i * v;
                       const auto t = static_cast<std::size_t>(targets_[i]);
                       acc -= std::log(std::max(row[t], 1e-30F));
-                      if (bf16) {
-                        auto* out = static_cast<std::uint16_t*>(g) + i * v;
-                        for (std::size_t j = 0; j < v; ++j) out[j] = du::to_bf16(row[j] * inv_n);
-                        out[t] = du::to_bf16(row[t] * inv_n - inv_n);
-                      } else {
-                        for (std::size_t j = 0; j < v; ++j) row[j] *= inv_n;
-                        row[t] -= inv_n;
-                      }
+                      void* out = bf16 ? static_cast<void*>(static_cast<std::uint16_t*>(g) + i * v)
+                                       : static_cast<void*>(row);  // f32: in place
+                      du::softmax_xent_grad_row(row, out, v, t, inv_n, bf16);
                     }
                     return acc;
                   },
@@ -1496,27 +1491,12 @@ std::string choose_rnn_algorithm(const space::Config& config) {
                      config.knobs.mode, config.knobs.dtype);
   // decomposed is f32 only: for bf16 fused is the one candidate, taken without measuring.
   if (d.bf16) return "fused";
-  const std::vector<std::string> names{"fused", "decomposed"};
-  if (auto hit = best::cache().find(key.str());
-      hit && std::find(names.begin(), names.end(), hit->algorithm) != names.end()) {
-    best::record(key, *hit, true);
-    return hit->algorithm;
-  }
   space::Config cells = config;
   cells.vocab = std::min<std::int64_t>(config.vocab, 16);
-  std::vector<std::unique_ptr<RnnModel>> models;
-  std::vector<best::Candidate> cands;
-  for (const auto& name : names) {
+  return best::choose_whole_model(key, {"fused", "decomposed"}, [&](const std::string& name) {
     cells.knobs.algorithm = name;
-    const ModelCounts c = rnn_counts(cells);
-    models.push_back(build_rnn_model(cells, 42));
-    RnnModel* m = models.back().get();
-    cands.push_back({name, best::roofline_s(c.flops, c.bytes, key.threads), [m] { m->step(); }});
-  }
-  const best::Decision decision = best::measure_and_choose(cands, "fused");
-  best::record(key, decision, false);
-  best::cache().save();
-  return decision.algorithm;
+    return best::Variant{build_rnn_model(cells, 42), rnn_counts(cells)};
+  });
 }
 
 }  // namespace

@@ -84,6 +84,33 @@ std::pair<double, double> side_by_side(Model& a, Model& b, int pairs) {
   return {dnnscape::worker::median_ci(ta).median, dnnscape::worker::median_ci(tb).median};
 }
 
+// `rounds` rounds of fresh models of `a` and `b` measured side by side (`pairs` pairs each): the
+// medians over rounds of their step times and of the per-round ratio a / b (sorted ratios kept).
+struct Rounds {
+  double a_s = 0, b_s = 0, ratio = 0;
+  std::vector<double> ratios;
+};
+Rounds rounds_side_by_side(const Config& a, const Config& b, int rounds, int pairs) {
+  std::vector<double> tas, tbs;
+  Rounds out;
+  for (int r = 0; r < rounds; ++r) {
+    auto ma = build_model(a);
+    auto mb = build_model(b);
+    const auto [ta, tb] = side_by_side(*ma, *mb, pairs);
+    out.ratios.push_back(ta / tb);
+    tas.push_back(ta);
+    tbs.push_back(tb);
+  }
+  const auto med = [](std::vector<double> v) {
+    return dnnscape::worker::median_ci(std::move(v)).median;
+  };
+  out.a_s = med(tas);
+  out.b_s = med(tbs);
+  out.ratio = med(out.ratios);
+  std::sort(out.ratios.begin(), out.ratios.end());
+  return out;
+}
+
 struct OneThread {
   OneThread() { omp_set_num_threads(1); }
 };
@@ -389,23 +416,12 @@ TEST_CASE("bench: rnn decomposed vs fused" * doctest::skip()) {
     c.knobs.threads = threads;
     Config cd = c;
     cd.knobs.algorithm = "decomposed";
-    std::vector<double> ratios, tfs, tds;
-    for (int r = 0; r < rounds; ++r) {
-      auto f = build_model(c);
-      auto d = build_model(cd);
-      const auto [tf, td] = side_by_side(*f, *d, 15);
-      ratios.push_back(td / tf);
-      tfs.push_back(tf);
-      tds.push_back(td);
-    }
-    auto med = [](std::vector<double> v) {
-      return dnnscape::worker::median_ci(std::move(v)).median;
-    };
+    const Rounds r = rounds_side_by_side(cd, c, rounds, 15);
     const double flops = dnnscape::worker::predict_counts(c).flops;
     MESSAGE(s.cell, " ", s.mode, " L", s.layers, " E", s.embedding, " T", s.length, " V", s.vocab,
-            " B", s.batch, " t", threads, ": fused ", med(tfs) * 1e3, " ms (",
-            flops / med(tfs) / 1e9, " GFLOP/s), decomposed ", med(tds) * 1e3, " ms (",
-            flops / med(tds) / 1e9, " GFLOP/s), decomposed/fused ", med(ratios));
+            " B", s.batch, " t", threads, ": fused ", r.b_s * 1e3, " ms (", flops / r.b_s / 1e9,
+            " GFLOP/s), decomposed ", r.a_s * 1e3, " ms (", flops / r.a_s / 1e9,
+            " GFLOP/s), decomposed/fused ", r.ratio);
   }
 }
 
@@ -443,24 +459,12 @@ TEST_CASE("bench: best vs default on examples/mixed-small.yaml's CNN configs" * 
     const auto st = best::stats();
     int wino = 0;
     for (const auto& [key, alg] : st.choices) wino += alg == "winograd" ? 1 : 0;
-    std::vector<double> ratios, tbs, tds;
-    for (int r = 0; r < rounds; ++r) {
-      // Fresh models each round (decisions from the cache): both at the same point of training,
-      // before the gradients reach denormal values (docs/knobs.md).
-      auto b = build_model(cb);
-      auto d = build_model(cd);
-      const auto [tb, td] = side_by_side(*b, *d, 5);
-      ratios.push_back(tb / td);
-      tbs.push_back(tb);
-      tds.push_back(td);
-    }
-    auto med = [](std::vector<double> v) {
-      return dnnscape::worker::median_ci(std::move(v)).median;
-    };
-    std::sort(ratios.begin(), ratios.end());
+    // Fresh models each round (decisions from the cache): both at the same point of training,
+    // before the gradients reach denormal values (docs/knobs.md).
+    const Rounds r = rounds_side_by_side(cb, cd, rounds, 5);
     MESSAGE(fn, " ", mode, " f", f, " img", img, " b", batch, " t", threads, ": default ",
-            med(tds) * 1e3, " ms, best ", med(tbs) * 1e3, " ms, best/default median ", med(ratios),
-            " (rounds ", ratios.front(), " .. ", ratios.back(), "); winograd in ", wino, "/",
+            r.b_s * 1e3, " ms, best ", r.a_s * 1e3, " ms, best/default median ", r.ratio,
+            " (rounds ", r.ratios.front(), " .. ", r.ratios.back(), "); winograd in ", wino, "/",
             st.decisions, " passes, ", st.measurements, " measured, ", st.cache_hits, " cached");
   }
 }
