@@ -14,9 +14,9 @@ with h5py.File(sys.argv[1], "r") as f:
     r = f["runs"]
     rows = {(int(l), int(n)): (s.decode(), m.decode()) for l, n, s, m in
             zip(r["layers"][()], r["nodes"][()], r["status"][()], r["message"][()])}
-st, msg = rows[(8, 1024)]
-assert st == "timeout" and "timeout_s = 3" in msg, rows[(8, 1024)]
-assert all(s == "ok" for k, (s, _) in rows.items() if k != (8, 1024)), rows
+st, msg = rows[(8, 2048)]
+assert st == "timeout" and "timeout_s = 3" in msg, rows[(8, 2048)]
+assert all(s == "ok" for k, (s, _) in rows.items() if k != (8, 2048)), rows
 print("timeout:", msg)
 PY
 
