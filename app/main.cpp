@@ -129,15 +129,17 @@ int cmd_plan(const std::vector<std::string>& args) {
     auto& f = fam[std::string(space::to_string(p.config.family))];
     ++f.configs;
     if (!p.skip_reason.empty()) {
+      // Not run: no FLOPs or time (a config oneDNN or the CPU cannot build has NaN counts).
       skipped.push_back(&p);
     } else {
       ++f.runnable;
+      f.flops += p.flops;
+      f.time_s += p.predicted_total_s;
+      total_flops += p.flops;
+      total_time += p.predicted_total_s;
     }
-    f.flops += p.flops;
-    f.time_s += p.predicted_total_s;
+    if (!std::isfinite(p.memory_bytes)) continue;
     f.max_memory = std::max(f.max_memory, p.memory_bytes);
-    total_flops += p.flops;
-    total_time += p.predicted_total_s;
     if (p.memory_bytes > max_mem) {
       max_mem = p.memory_bytes;
       max_mem_label = p.config.label();
@@ -188,7 +190,7 @@ int cmd_plan(const std::vector<std::string>& args) {
     fmt::print("{:<8} {:>8} {:>9} {:>14.3e} {:>14} {:>12}\n", name, f.configs, f.runnable, f.flops,
                gib(f.max_memory), orchestrator::Progress::format_duration(f.time_s));
   }
-  fmt::print("\ntotal model FLOPs per step summed over configs: {:.3e}\n", total_flops);
+  fmt::print("\ntotal model FLOPs per step summed over the configs that run: {:.3e}\n", total_flops);
   fmt::print("largest predicted footprint: {} ({})\n", gib(max_mem), max_mem_label);
   fmt::print("estimated time (cost model lower bound plus measurement overhead): {}\n",
              orchestrator::Progress::format_duration(total_time));

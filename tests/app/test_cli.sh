@@ -63,4 +63,25 @@ assert len(p["config_ids"]) == 8 and len(set(p["config_ids"])) == 8
 PY
 expect_exit 0 "$DNNSCAPE" plan "$SPECS/tiny-fc.yaml"
 grep -q "^fc " "$WORK/out" || fail "plan table has no fc row"
+# plan with configs that would be skipped (rnn decomposed has no bf16: its counts are NaN): the
+# totals cover the configs that run and stay numbers.
+cat >"$WORK/skips.yaml" <<'YAML'
+name: skips
+families:
+  rnn: {cell: lstm, layers: 1, length: 4, embedding: 16, vocab: 50, batch: 4}
+knobs: {mode: [training], dtype: [f32, bf16], algorithm: [fused, decomposed]}
+YAML
+expect_exit 0 "$DNNSCAPE" plan "$WORK/skips.yaml" --json
+"$PYTHON" - "$WORK/out" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["configs"] == 4 and len(p["skipped"]) >= 1, p["skipped"]
+runnable = p["families"]["rnn"]["runnable"]
+assert runnable == 4 - len(p["skipped"])
+assert isinstance(p["total_flops"], float) and p["total_flops"] > 0, p["total_flops"]
+assert isinstance(p["estimated_time_s"], float) and p["estimated_time_s"] > 0
+assert abs(p["families"]["rnn"]["flops"] - p["total_flops"]) <= 1e-9 * p["total_flops"]
+PY
+expect_exit 0 "$DNNSCAPE" plan "$WORK/skips.yaml"
+grep -q "nan" "$WORK/out" && { cat "$WORK/out"; fail "plan prints nan"; }
 echo "cli tests passed"
