@@ -204,6 +204,27 @@ int cmd_plan(const std::vector<std::string>& args) {
 
 // ---- run -------------------------------------------------------------------------------------
 
+// A utilization above 1 means the ceiling the file was measured against is too low (typically
+// `dnnscape peak` ran while other work loaded the machine, and the cache kept it): say so once.
+void warn_if_peak_too_low(const fs::path& out) {
+  try {
+    const store::ResultsReader r(out);
+    const auto u = r.read_double("flops_utilization");
+    double worst = 0;
+    for (double x : u)
+      if (std::isfinite(x)) worst = std::max(worst, x);
+    if (worst <= 1.05) return;
+    fmt::print(stderr,
+               "warning: flops_utilization reaches {:.2f}: the measured peak in this file ({:.0f} "
+               "GFLOP/s f32) is too low, probably measured while the machine was busy; measure it "
+               "again on a quiet machine with `dnnscape peak --force` (utilization is recomputed "
+               "from gflops and the peak, so existing rows can be rescaled)\n",
+               worst, r.system().peak_gflops_f32);
+  } catch (const std::exception&) {
+    // Only a hint: a file that cannot be read back is reported elsewhere.
+  }
+}
+
 int cmd_run(const std::vector<std::string>& args) {
   po::options_description opts(
       "dnnscape run SPEC -o OUT.h5 [options]\n\n"
@@ -301,6 +322,7 @@ int cmd_run(const std::vector<std::string>& args) {
                static_cast<double>(s.farm_recorded) / s.farm_wall_s);
   }
   fmt::print("results: {}\n", fs::absolute(s.out_path).string());
+  warn_if_peak_too_low(s.out_path);
   if (s.interrupted) {
     std::string again = "dnnscape run";
     for (const auto& a : args) again += " " + a;

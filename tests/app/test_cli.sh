@@ -84,4 +84,16 @@ assert abs(p["families"]["rnn"]["flops"] - p["total_flops"]) <= 1e-9 * p["total_
 PY
 expect_exit 0 "$DNNSCAPE" plan "$WORK/skips.yaml"
 grep -q "nan" "$WORK/out" && { cat "$WORK/out"; fail "plan prints nan"; }
+# A peak far below what the configs reach (a cache measured on a busy machine): run warns once.
+"$DNNSCAPE" peak --json >"$WORK/peak.json"
+"$PYTHON" - "$WORK/peak.json" "$WORK/low-peak.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+p["gflops_f32"] = p["gflops_f32_1core"] = 0.01
+json.dump(p, open(sys.argv[2], "w"))
+PY
+DNNSCAPE_PEAK_CACHE="$WORK/low-peak.json" expect_exit 0 "$DNNSCAPE" run "$SPECS/tiny-fc.yaml" -o "$WORK/low.h5" --plain-progress
+grep -q "^warning: flops_utilization reaches .*dnnscape peak --force" "$WORK/err" || { cat "$WORK/err"; fail "no warning about a low peak"; }
+expect_exit 0 "$DNNSCAPE" run "$SPECS/tiny-fc.yaml" -o "$WORK/normal.h5" --plain-progress
+grep -q "warning: flops_utilization" "$WORK/err" && { cat "$WORK/err"; fail "warning with a sane peak"; }
 echo "cli tests passed"
