@@ -15,11 +15,11 @@
 
 #include "analysis/cli.hpp"
 #include "analysis/model_cli.hpp"
-#include "slurm/cli.hpp"
-#include "slurm/job.hpp"
 #include "orchestrator/mpi_session.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/sweep.hpp"
+#include "slurm/cli.hpp"
+#include "slurm/job.hpp"
 #include "space/spec.hpp"
 #include "store/results.hpp"
 #include "worker/executor.hpp"
@@ -190,7 +190,8 @@ int cmd_plan(const std::vector<std::string>& args) {
     fmt::print("{:<8} {:>8} {:>9} {:>14.3e} {:>14} {:>12}\n", name, f.configs, f.runnable, f.flops,
                gib(f.max_memory), orchestrator::Progress::format_duration(f.time_s));
   }
-  fmt::print("\ntotal model FLOPs per step summed over the configs that run: {:.3e}\n", total_flops);
+  fmt::print("\ntotal model FLOPs per step summed over the configs that run: {:.3e}\n",
+             total_flops);
   fmt::print("largest predicted footprint: {} ({})\n", gib(max_mem), max_mem_label);
   fmt::print("estimated time (cost model lower bound plus measurement overhead): {}\n",
              orchestrator::Progress::format_duration(total_time));

@@ -41,8 +41,8 @@ struct Sampling {
 struct Spec {
   std::string name;
   std::filesystem::path path;
-  std::string yaml_text;    // the file as read, stored in results for provenance
-  std::string sha256;       // sha256_hex(yaml_text)
+  std::string yaml_text;  // the file as read, stored in results for provenance
+  std::string sha256;     // sha256_hex(yaml_text)
   Sampling sampling;
   MeasureSettings measure;
   Limits limits;
