@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
 #include <unordered_map>
 
 #include "analysis/filter.hpp"
@@ -23,6 +25,15 @@ bool lower_is_better(std::string_view m) {
   };
   if (ends("_per_s")) return false;  // rates: examples_per_s
   return ends("_s") || ends("_j") || m == "step_time_cv" || m == "memory_bytes" || m == "bytes";
+}
+
+std::string utc_now_iso() {
+  const auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 std::int32_t Categorical::code(std::string_view level) const {

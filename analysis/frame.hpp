@@ -35,6 +35,9 @@ bool is_text_column(std::string_view name);
 // Metrics where smaller is better (times, energy, variation, footprint).
 bool lower_is_better(std::string_view metric);
 
+// Now, ISO 8601 UTC ("2026-12-02T15:00:00Z"): when a report or model file was made.
+std::string utc_now_iso();
+
 // A text column as levels and one code per row. Levels are sorted and distinct, except for
 // per-row identifiers (config_id, message, finished_utc), which keep one level per row.
 struct Categorical {

@@ -26,15 +26,6 @@ std::string pct(double x) {
   return std::isfinite(x) ? fmt::format("{:.1f}%", 100 * x) : "n/a";
 }
 
-std::string utc_now() {
-  const auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 }  // namespace
 
 ModelFitResult fit_landscape(const ModelFitOptions& o) {
@@ -101,8 +92,9 @@ ModelFitResult fit_landscape(const ModelFitOptions& o) {
   }
   if (result.panels.empty())
     throw InputError("no family has the 4 ok rows with a positive metric that a model needs");
-  result.model.fitted_on = {{"files", files},   {"metric", o.metric},       {"where", o.where},
-                            {"folds", o.folds}, {"created_utc", utc_now()}, {"accuracy", accuracy}};
+  result.model.fitted_on = {
+      {"files", files},   {"metric", o.metric},           {"where", o.where},
+      {"folds", o.folds}, {"created_utc", utc_now_iso()}, {"accuracy", accuracy}};
   return result;
 }
 

@@ -70,15 +70,6 @@ std::string show(double v) {
   return fmt::format("{:.4g}", v);
 }
 
-std::string now_utc() {
-  const auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string and_where(const std::string& user, const std::string& extra) {
   return user.empty() ? extra : fmt::format("({}) && {}", user, extra);
 }
@@ -485,7 +476,7 @@ pre {{ background: #f7f7f7; padding: 0.8em; overflow-x: auto; }}
 </body>
 </html>
 )",
-      html_escape(title), now_utc(), html_escape([&] {
+      html_escape(title), utc_now_iso(), html_escape([&] {
         std::string s;
         for (const auto& f : frames) s += (s.empty() ? "" : ", ") + f.path.filename().string();
         return s;
