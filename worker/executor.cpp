@@ -331,14 +331,27 @@ space::Config config_from_json(const nlohmann::json& j) {
   return c;
 }
 
-#define DNNSCAPE_METRICS(X)                                                                  \
-  X(step_time_s)                                                                             \
-  X(step_time_ci_low_s)                                                                      \
-  X(step_time_ci_high_s)                                                                     \
-  X(step_time_cv)                                                                            \
-  X(examples_per_s) X(flops) X(gflops) X(flops_utilization) X(bytes) X(arithmetic_intensity) \
-      X(params) X(memory_bytes) X(predicted_time_s) X(ops_time_ratio) X(latency_p50_s)       \
-          X(latency_p90_s) X(latency_p99_s) X(energy_j)
+// clang-format off
+#define DNNSCAPE_METRICS(X) \
+  X(step_time_s) \
+  X(step_time_ci_low_s) \
+  X(step_time_ci_high_s) \
+  X(step_time_cv) \
+  X(examples_per_s) \
+  X(flops) \
+  X(gflops) \
+  X(flops_utilization) \
+  X(bytes) \
+  X(arithmetic_intensity) \
+  X(params) \
+  X(memory_bytes) \
+  X(predicted_time_s) \
+  X(ops_time_ratio) \
+  X(latency_p50_s) \
+  X(latency_p90_s) \
+  X(latency_p99_s) \
+  X(energy_j)
+// clang-format on
 
 nlohmann::json to_json(const RunRecord& r) {
   nlohmann::json m;
