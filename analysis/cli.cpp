@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "analysis/budget.hpp"
+#include "analysis/cli_args.hpp"
 #include "analysis/compare.hpp"
 #include "analysis/frame.hpp"
 #include "analysis/heatmap.hpp"
@@ -21,6 +22,22 @@ namespace po = boost::program_options;
 namespace fs = std::filesystem;
 
 namespace dnnscape::analysis {
+
+bool parse_with_inputs(const std::vector<std::string>& args, const po::options_description& opts,
+                       po::variables_map& vm) {
+  po::options_description hidden;
+  hidden.add_options()("input", po::value<std::vector<std::string>>(), "input");
+  po::options_description all;
+  all.add(opts).add(hidden);
+  po::positional_options_description pos;
+  pos.add("input", -1);
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") == 0) return true;
+  std::cout << opts << '\n';
+  return false;
+}
+
 namespace {
 
 constexpr int kExitUsage = 2;
@@ -64,18 +81,7 @@ void add_common(po::options_description& opts, const char* metric_default) {
 // Parses args; returns false after printing --help.
 bool parse(const std::vector<std::string>& args, po::options_description& opts, Common& c,
            po::variables_map& vm, std::size_t min_inputs) {
-  po::options_description hidden;
-  hidden.add_options()("input", po::value<std::vector<std::string>>(), "input");
-  po::options_description all;
-  all.add(opts).add(hidden);
-  po::positional_options_description pos;
-  pos.add("input", -1);
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << opts << '\n';
-    return false;
-  }
+  if (!parse_with_inputs(args, opts, vm)) return false;
   if (vm.count("input"))
     for (const auto& s : vm["input"].as<std::vector<std::string>>()) c.inputs.emplace_back(s);
   if (c.inputs.size() < min_inputs)

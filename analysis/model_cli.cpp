@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "analysis/cli_args.hpp"
 #include "analysis/frame.hpp"
 #include "space/spec.hpp"
 #include "store/results.hpp"
@@ -146,22 +147,6 @@ std::string ModelFitResult::json() const {
 
 namespace {
 
-// Options plus positional inputs ("input"); false after printing --help.
-bool parse_args(const std::vector<std::string>& args, const po::options_description& opts,
-                po::variables_map& vm) {
-  po::options_description hidden;
-  hidden.add_options()("input", po::value<std::vector<std::string>>(), "input");
-  po::options_description all;
-  all.add(opts).add(hidden);
-  po::positional_options_description pos;
-  pos.add("input", -1);
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
-  if (vm.count("help") == 0) return true;
-  std::cout << opts << '\n';
-  return false;
-}
-
 int cmd_fit(const std::vector<std::string>& args) {
   po::options_description opts(
       "dnnscape model fit OUT.h5 [more.h5 ...] -o MODEL.json [options]\n\n"
@@ -191,7 +176,7 @@ int cmd_fit(const std::vector<std::string>& args) {
       "seed", po::value<std::uint64_t>()->default_value(1), "random seed (folds, subsamples)")(
       "json", po::bool_switch(), "print the accuracy as JSON");
   po::variables_map vm;
-  if (!parse_args(args, opts, vm)) return 0;
+  if (!parse_with_inputs(args, opts, vm)) return 0;
   ModelFitOptions o;
   if (vm.count("input"))
     for (const auto& s : vm["input"].as<std::vector<std::string>>()) o.inputs.emplace_back(s);
@@ -318,7 +303,7 @@ int cmd_predict(const std::vector<std::string>& args, const CountsFn& counts) {
       "the system (hostname) whose panel to use when the model holds several")(
       "json", po::bool_switch(), "print the predictions as JSON");
   po::variables_map vm;
-  if (!parse_args(args, opts, vm)) return 0;
+  if (!parse_with_inputs(args, opts, vm)) return 0;
   std::vector<std::string> inputs;
   if (vm.count("input")) inputs = vm["input"].as<std::vector<std::string>>();
   if (inputs.empty()) throw InputError("needs a model file (see --help)");
