@@ -13,3 +13,14 @@ expect_exit() {
   set +e; "$@" >"$WORK/out" 2>"$WORK/err"; local got=$?; set -e
   [[ $got == "$want" ]] || { cat "$WORK/out" "$WORK/err" >&2; fail "exit $got, wanted $want: $*"; }
 }
+# rows_now FILE: complete /runs rows of a results file, read as a SWMR reader (0 if unreadable)
+rows_now() {
+  "$PYTHON" - "$1" <<'PY' 2>/dev/null || echo 0
+import sys, h5py
+try:
+    with h5py.File(sys.argv[1], "r", libver="latest", swmr=True) as f:
+        print(min(len(d) for d in f["runs"].values()))
+except Exception:
+    print(0)
+PY
+}

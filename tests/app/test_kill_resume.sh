@@ -5,21 +5,10 @@ source "$(dirname "$0")/lib.sh"
 spec="$SPECS/slow-fc.yaml"
 out="$WORK/killed.h5"
 
-rows_now() {
-  "$PYTHON" - "$out" <<'PY' 2>/dev/null || echo 0
-import sys, h5py
-try:
-    with h5py.File(sys.argv[1], "r", libver="latest", swmr=True) as f:
-        print(min(len(d) for d in f["runs"].values()))
-except Exception:
-    print(0)
-PY
-}
-
 "$DNNSCAPE" run "$spec" -o "$out" --plain-progress >"$WORK/run1.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
-  n=$(rows_now)
+  n=$(rows_now "$out")
   (( n >= 5 )) && break
   kill -0 $pid 2>/dev/null || break
   sleep 0.1
@@ -28,7 +17,7 @@ kill -0 $pid 2>/dev/null || { cat "$WORK/run1.log"; fail "the sweep finished bef
 kill -9 $pid
 wait $pid 2>/dev/null || true
 # The executor child is in its own process group; it notices EOF and exits.
-before=$(rows_now)
+before=$(rows_now "$out")
 (( before >= 5 )) || fail "only $before rows visible after kill -9"
 
 # The killed file opens with h5py (SWMR reader) and its rows are whole.

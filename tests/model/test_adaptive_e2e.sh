@@ -7,17 +7,6 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 spec="$DNNSCAPE_SOURCE/tests/model/specs/adaptive-fc.yaml"
 out="$WORK/adaptive.h5"
 
-rows_now() {
-  "$PYTHON" - "$out" <<'PY' 2>/dev/null || echo 0
-import sys, h5py
-try:
-    with h5py.File(sys.argv[1], "r", libver="latest", swmr=True) as f:
-        print(min(len(d) for d in f["runs"].values()))
-except Exception:
-    print(0)
-PY
-}
-
 check() {  # FILE N
   "$PYTHON" - "$1" "$2" "$spec" <<'PY'
 import sys, h5py
@@ -48,7 +37,7 @@ PY
 "$DNNSCAPE" run "$spec" -o "$out" --plain-progress >"$WORK/run1.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 900); do
-  n=$(rows_now)
+  n=$(rows_now "$out")
   (( n >= 10 )) && break
   kill -0 $pid 2>/dev/null || break
   sleep 0.1
@@ -56,7 +45,7 @@ done
 kill -0 $pid 2>/dev/null || { cat "$WORK/run1.log"; fail "the sweep finished before it could be killed"; }
 kill -9 $pid
 wait $pid 2>/dev/null || true
-before=$(rows_now)
+before=$(rows_now "$out")
 (( before >= 10 && before < 20 )) || fail "$before rows after kill -9"
 
 expect_exit 0 "$DNNSCAPE" run "$spec" -o "$out" --plain-progress

@@ -9,16 +9,6 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 spec="$SPECS/slow-fc.yaml"
 MPIRUN=(mpirun --oversubscribe --bind-to none -np 3)
 
-rows_now() {
-  "$PYTHON" - "$1" <<'PY' 2>/dev/null || echo 0
-import sys, h5py
-try:
-    with h5py.File(sys.argv[1], "r", libver="latest", swmr=True) as f:
-        print(min(len(d) for d in f["runs"].values()))
-except Exception:
-    print(0)
-PY
-}
 # wait_rows FILE N PID: until FILE has N rows (fails if PID ends first)
 wait_rows() {
   for _ in $(seq 1 900); do
