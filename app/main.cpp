@@ -207,16 +207,34 @@ int cmd_plan(const std::vector<std::string>& args) {
 
 // A utilization above 1 means the ceiling the file was measured against is too low (typically
 // `dnnscape peak` ran while other work loaded the machine, and the cache kept it): say so once.
+// The utilization of the work actually executed is what cannot exceed 1: an FC training step
+// skips layer 0's backward-data pass, 2·B·(input·nodes + nodes) of the convention's FLOPs
+// (docs/conventions.md), so a one-layer, wide-input model legitimately shows up to 1.5.
 void warn_if_peak_too_low(const fs::path& out) {
   try {
     const store::ResultsReader r(out);
     const auto u = r.read_double("flops_utilization");
+    const auto flops = r.read_double("flops");
+    const auto family = r.read_string("family");
+    const auto mode = r.read_string("mode");
+    const auto batch = r.read_int("batch");
+    const auto input = r.read_int("input");
+    const auto nodes = r.read_int("nodes");
     double worst = 0;
-    for (double x : u)
-      if (std::isfinite(x)) worst = std::max(worst, x);
+    for (std::size_t i = 0; i < u.size(); ++i) {
+      if (!std::isfinite(u[i])) continue;
+      double executed = 1;
+      if (family[i] == "fc" && mode[i] == "training" && flops[i] > 0) {
+        const auto b = static_cast<double>(batch[i]);
+        const auto in = static_cast<double>(input[i]);
+        const auto n = static_cast<double>(nodes[i]);
+        executed = std::max(1 - 2 * b * (in * n + n) / flops[i], 0.1);
+      }
+      worst = std::max(worst, u[i] * executed);
+    }
     if (worst <= 1.05) return;
     fmt::print(stderr,
-               "warning: flops_utilization reaches {:.2f}: the measured peak in this file ({:.0f} "
+               "warning: the utilization of the executed FLOPs reaches {:.2f}: the measured peak in this file ({:.0f} "
                "GFLOP/s f32) is too low, probably measured while the machine was busy; measure it "
                "again on a quiet machine with `dnnscape peak --force` (utilization is recomputed "
                "from gflops and the peak, so existing rows can be rescaled)\n",
