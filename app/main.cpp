@@ -234,10 +234,11 @@ void warn_if_peak_too_low(const fs::path& out) {
     }
     if (worst <= 1.05) return;
     fmt::print(stderr,
-               "warning: the utilization of the executed FLOPs reaches {:.2f}: the measured peak in this file ({:.0f} "
-               "GFLOP/s f32) is too low, probably measured while the machine was busy; measure it "
-               "again on a quiet machine with `dnnscape peak --force` (utilization is recomputed "
-               "from gflops and the peak, so existing rows can be rescaled)\n",
+               "warning: the utilization of the executed FLOPs reaches {:.2f}: the measured peak "
+               "in this file ({:.0f} GFLOP/s f32) is too low, probably measured while the "
+               "machine was busy; measure it again on a quiet machine with `dnnscape peak "
+               "--force` (utilization is recomputed from gflops and the peak, so existing rows "
+               "can be rescaled)\n",
                worst, r.system().peak_gflops_f32);
   } catch (const std::exception&) {
     // Only a hint: a file that cannot be read back is reported elsewhere.
