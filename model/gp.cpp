@@ -261,7 +261,10 @@ std::vector<std::pair<std::size_t, double>> Gp::select_batch(const Eigen::Matrix
     xr.row(j) = xs.row(ref[static_cast<std::size_t>(j)]);
     vr.col(j) = v.col(ref[static_cast<std::size_t>(j)]);
   }
-  Eigen::MatrixXd cref = matern52(xs, xr, hyper_) - v.transpose() * vr;  // m x S, posterior
+  Eigen::MatrixXd rr(r.rows(), s_n);
+  for (Eigen::Index j = 0; j < s_n; ++j) rr.col(j) = ar.col(ref[static_cast<std::size_t>(j)]);
+  // m x S posterior covariance: the GP's share plus the trend's (R' A^-1 R_ref).
+  Eigen::MatrixXd cref = matern52(xs, xr, hyper_) - v.transpose() * vr + r.transpose() * rr;
   std::vector<Eigen::VectorXd> updates;
   std::vector<char> taken(static_cast<std::size_t>(m), 0);
   std::vector<std::pair<std::size_t, double>> out;
@@ -285,8 +288,9 @@ std::vector<std::pair<std::size_t, double>> Gp::select_batch(const Eigen::Matrix
     taken[static_cast<std::size_t>(c)] = 1;
     out.emplace_back(static_cast<std::size_t>(c), std::sqrt(std::max(best, 0.0)));
     // Condition on the pick as if measured: the covariance of every query row with it, given
-    // the data and the earlier picks (the trend's share is left out of the covariances).
-    Eigen::VectorXd cov = matern52(xs, xs.row(c), hyper_).col(0) - v.transpose() * v.col(c);
+    // the data and the earlier picks (the trend's share included).
+    Eigen::VectorXd cov = matern52(xs, xs.row(c), hyper_).col(0) - v.transpose() * v.col(c) +
+                          r.transpose() * ar.col(c);
     for (const auto& u : updates) cov -= u * u(c);
     const double scale = std::sqrt(std::max(var(c), 0.0) + hyper_.noise_var);
     Eigen::VectorXd u = cov / scale;

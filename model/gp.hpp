@@ -47,9 +47,9 @@ class Gp {
 
   // Greedy batch of up to k query rows: each the one whose measurement would remove the most
   // predictive variance summed over all query rows (integrated; else: the largest variance
-  // itself), conditioned on the picks before it (as if
-  // they had been measured), so a batch spreads out instead of piling onto one uncertain
-  // corner. Returns (row, square root of the variance it removes).
+  // itself), conditioned on the picks before it as if they had been measured, so a batch
+  // spreads out instead of piling onto one uncertain corner. Variances and covariances include
+  // the trend's share. Returns (row, square root of its score).
   [[nodiscard]] std::vector<std::pair<std::size_t, double>> select_batch(
       const Eigen::MatrixXd& xs, const Eigen::MatrixXd& hs, std::size_t k,
       bool integrated = true) const;
