@@ -153,7 +153,7 @@ int cmd_fit(const std::vector<std::string>& args) {
       "Fits a performance model of METRIC per family (and per system, when the files come from\n"
       "several hosts) on the ok rows. It predicts log(METRIC) as the log of a roofline anchor\n"
       "(a*flops/peak + b*bytes/bandwidth + c, peaks from each file's /system) plus a\n"
-      "log-linear trend in the roofline terms and a Gaussian process (Matern-5/2, one length\n"
+      "log-linear trend in the roofline time and a Gaussian process (Matern-5/2, one length\n"
       "scale per feature, fitted by marginal likelihood) over the log2 parameters, the knobs as\n"
       "indicators and the roofline terms. Reports the k-fold cross-validated median and p90\n"
       "absolute percentage error, the coverage of the 90% intervals, and an extrapolation test:\n"
