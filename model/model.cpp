@@ -374,18 +374,17 @@ std::vector<Prediction> Panel::predict(const std::vector<Point>& points) const {
   return out;
 }
 
-std::vector<std::pair<std::size_t, double>> Panel::most_uncertain(const std::vector<Point>& points,
-                                                                  std::size_t k,
-                                                                  bool integrated) const {
+std::vector<std::pair<std::size_t, double>> Panel::select(const std::vector<Point>& points,
+                                                          std::size_t k, Selection rule) const {
   std::vector<std::vector<double>> rows;
   rows.reserve(points.size());
   for (const auto& p : points) rows.push_back(feature_row(p));
   return posterior_->gp.select_batch(inputs(rows, features_.size()), basis(rows, features_), k,
-                                     integrated);
+                                     rule == Selection::variance_reduction);
 }
 
 std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Point>& candidates,
-                                      std::size_t k, std::uint64_t seed, bool mixed) {
+                                      std::size_t k, std::uint64_t seed, Selection rule) {
   k = std::min(k, candidates.size());
   std::vector<std::size_t> out;
   std::vector<char> taken(candidates.size(), 0);
@@ -402,7 +401,7 @@ std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Poin
     if (scored.size() < candidates.size())
       for (auto i : scored) subset.push_back(candidates[i]);
     const auto& pts = scored.size() < candidates.size() ? subset : candidates;
-    for (const auto& [j, gain] : panel->most_uncertain(pts, mixed ? k - k / 2 : k, mixed)) {
+    for (const auto& [j, gain] : panel->select(pts, k, rule)) {
       const std::size_t i = scored[j];
       out.push_back(i);
       taken[i] = 1;

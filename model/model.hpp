@@ -27,6 +27,18 @@ class ModelError : public std::invalid_argument {
 inline constexpr const char* kModelSchema = "dnnscape-model/1";
 inline constexpr double kZ90 = 1.6448536269514722;  // two-sided 90%: the 95th normal quantile
 
+// How adaptive sampling ranks the unmeasured candidates. Both work on the predictive variance
+// of the log metric, i.e. on uncertainty relative to the predicted value.
+enum class Selection {
+  // The candidate whose measurement removes the most predictive variance summed over all the
+  // candidates (integrated variance reduction, "ALC": Cohn 1996; Seo et al. 2000). The sweep's
+  // rule: it minimises the expected squared log error over the grid.
+  variance_reduction,
+  // The candidate with the largest predictive variance itself ("ALM", MacKay 1992): measures the
+  // corners of the grid first. bench/bench_model compares it.
+  max_sd,
+};
+
 // One config with its cost-model counts and, for training, the measured metric.
 struct Point {
   space::Config config;
@@ -79,10 +91,11 @@ class Panel {
                    const FitOptions& options = {});
   [[nodiscard]] std::vector<Prediction> predict(const std::vector<Point>& points) const;
 
-  // Up to k of `points` to measure next: largest relative uncertainty (sd of the log metric),
-  // each conditioned on the picks before it. (index into points, sd) in pick order.
-  [[nodiscard]] std::vector<std::pair<std::size_t, double>> most_uncertain(
-      const std::vector<Point>& points, std::size_t k, bool integrated = true) const;
+  // Up to k of `points` to measure next by `rule` (see Selection), each conditioned on the
+  // picks before it. (index into points, square root of the pick's score) in pick order.
+  [[nodiscard]] std::vector<std::pair<std::size_t, double>> select(
+      const std::vector<Point>& points, std::size_t k,
+      Selection rule = Selection::variance_reduction) const;
 
   [[nodiscard]] nlohmann::json to_json() const;
   static Panel from_json(const nlohmann::json& j);
@@ -122,12 +135,11 @@ class Panel {
 };
 
 // The next k of `candidates` to measure (indices, distinct), as adaptive sampling picks them:
-// the largest predictive sd of the log metric (uncertainty relative to the predicted value),
-// each conditioned on the picks before it. `mixed`: instead half by integrated variance
-// reduction and half uniformly at random (a variant bench/bench_model compares). Without a
-// panel (too few rows yet) all k are random (seeded).
+// by `rule`, each pick conditioned on the picks before it as if they had been measured (so a
+// batch spreads out). Without a panel (too few rows yet) all k are random (seeded).
 std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Point>& candidates,
-                                      std::size_t k, std::uint64_t seed, bool mixed = false);
+                                      std::size_t k, std::uint64_t seed,
+                                      Selection rule = Selection::variance_reduction);
 
 // Accuracy on held-out points: absolute percentage errors of the predicted median and coverage
 // of the 90% intervals.

@@ -131,20 +131,48 @@ TEST_CASE("a batch is k distinct candidates, spread out, and random without a mo
   std::vector<Point> train, cand;
   for (std::size_t i = 0; i < all.size(); ++i) (i % 9 == 0 ? train : cand).push_back(all[i]);
   const Panel panel = Panel::fit(synthetic::system(), space::Family::fc, train);
-  const auto batch = choose_batch(&panel, cand, 12, 1);
-  REQUIRE(batch.size() == 12);
-  CHECK(std::set<std::size_t>(batch.begin(), batch.end()).size() == 12);
-  // The first pick is the most uncertain candidate.
+  for (const auto rule : {Selection::variance_reduction, Selection::max_sd}) {
+    const auto batch = choose_batch(&panel, cand, 12, 1, rule);
+    REQUIRE(batch.size() == 12);
+    CHECK(std::set<std::size_t>(batch.begin(), batch.end()).size() == 12);
+    // Conditioning spreads the batch over the grid.
+    std::set<std::pair<std::int64_t, std::int64_t>> shapes;
+    for (auto i : batch) shapes.insert({cand[i].config.layers, cand[i].config.nodes});
+    CHECK(shapes.size() >= 8);
+  }
+  // max_sd's first pick is the most uncertain candidate.
   const auto pr = panel.predict(cand);
   std::size_t most = 0;
   for (std::size_t i = 0; i < pr.size(); ++i)
     if (pr[i].log_sd > pr[most].log_sd) most = i;
-  CHECK(batch[0] == most);
-  // Conditioning spreads the batch over the grid (here: the uncertain large-batch edge).
-  std::set<std::pair<std::int64_t, std::int64_t>> shapes;
-  for (auto i : batch) shapes.insert({cand[i].config.layers, cand[i].config.nodes});
-  CHECK(shapes.size() >= 8);
+  CHECK(choose_batch(&panel, cand, 1, 1, Selection::max_sd)[0] == most);
   const auto random = choose_batch(nullptr, cand, 12, 1);
   CHECK(std::set<std::size_t>(random.begin(), random.end()).size() == 12);
   CHECK(choose_batch(nullptr, cand, 1000, 1).size() == cand.size());
+}
+
+TEST_CASE("variance reduction picks where the candidates are, max sd the far corner") {
+  // Measured at 0, 1, 2, 3; candidates: a dense cluster at 1.25-1.75 and one lone point far
+  // out at 8. The lone point is the most uncertain; measuring inside the cluster removes more
+  // variance from the candidates as a whole.
+  Eigen::MatrixXd x(4, 1), h(4, 1);
+  Eigen::VectorXd y(4);
+  for (int i = 0; i < 4; ++i) {
+    x(i, 0) = i;
+    h(i, 0) = 1;
+    y(i) = std::sin(static_cast<double>(i));
+  }
+  const Gp gp = Gp::with_hyper(x, h, y, GpHyper{{0.6}, 1.0, 1e-4});
+  Eigen::MatrixXd xs(21, 1), hs = Eigen::MatrixXd::Ones(21, 1);
+  for (int i = 0; i < 20; ++i) xs(i, 0) = 1.25 + 0.5 * i / 19.0;
+  xs(20, 0) = 8;
+  const auto ivr = gp.select_batch(xs, hs, 2, true);
+  const auto sd = gp.select_batch(xs, hs, 2, false);
+  REQUIRE(ivr.size() == 2);
+  REQUIRE(sd.size() == 2);
+  CHECK(sd[0].first == 20);
+  CHECK(ivr[0].first >= 5);  // the middle of the cluster
+  CHECK(ivr[0].first <= 14);
+  // Conditioned on the first pick, the second one is not its neighbour.
+  CHECK(std::abs(static_cast<int>(ivr[1].first) - static_cast<int>(ivr[0].first)) >= 4);
 }
