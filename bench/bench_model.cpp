@@ -1,12 +1,13 @@
-// bench_model: how many measurements does the performance model need? Prediction error of the
-// unmeasured rest of a grid versus the number of measured configs, for adaptive sampling (the
-// sweep's `sampling: {adaptive: N}` loop: Sobol first, then batches of the most uncertain
-// candidates), uniform random sampling and a coarser sub-grid, on a synthetic landscape with a
-// known formula and on a measured FC grid of this machine (a results file, measured once).
+// bench_model: how many measurements does the performance model need? Prediction error versus
+// the number of measured configs, for adaptive sampling (the sweep's `sampling: {adaptive: N}`
+// loop: Sobol first, then batches by integrated variance reduction), the max-sd rule, uniform
+// random sampling and a coarser sub-grid, on a synthetic landscape with a known formula (the
+// whole grid scored against the formula) and on a measured FC grid of this machine (a results
+// file, measured once; the unmeasured rest scored against its measurement).
 //
-//   bench_model [MEASURED.h5] [--seeds K]
+//   bench_model [MEASURED.h5] [--seeds K (5)] [--noise SD (0.02)] [--synthetic-only]
 //   MEASURED.h5 default: build/bench-data/model-fc.h5 from
-//   dnnscape run bench/model-fc.yaml -o build/bench-data/model-fc.h5   (~3-5 min on 2 cores)
+//   dnnscape run bench/model-fc.yaml -o build/bench-data/model-fc.h5   (~6 min on 2 cores)
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -32,7 +33,10 @@ struct Landscape {
   std::string name;
   model::System system;
   space::FamilyGrid grid;           // its axes (for Sobol and sub-grids)
-  std::vector<model::Point> truth;  // every config with its value
+  std::vector<model::Point> truth;  // every config with its (measured, noisy) value
+  // The noise-free value of each config when the landscape has a formula: errors are scored
+  // against it (else against the measurement, whose noise is then part of every error).
+  std::vector<double> exact;
 };
 
 // The axes of a set of FC points: every parameter's distinct values.
@@ -64,13 +68,20 @@ struct Err {
   double median = NAN, p90 = NAN;
 };
 
-// Median and p90 APE over the configs not in `measured`.
-Err error_of_rest(const Landscape& l, const std::vector<std::size_t>& measured,
-                  std::uint64_t seed) {
+// Median and p90 APE of the model fitted on `measured`: over the whole grid against the formula
+// when the landscape has one, else over the configs not measured against their measurement.
+Err error_of(const Landscape& l, const std::vector<std::size_t>& measured, std::uint64_t seed) {
   std::vector<char> in(l.truth.size(), 0);
   std::vector<model::Point> train, rest;
   for (auto i : measured) in[i] = 1;
-  for (std::size_t i = 0; i < l.truth.size(); ++i) (in[i] ? train : rest).push_back(l.truth[i]);
+  for (std::size_t i = 0; i < l.truth.size(); ++i) {
+    if (in[i] != 0) train.push_back(l.truth[i]);
+    // With a formula: the whole grid against it; else the unmeasured rest.
+    if (in[i] == 0 || !l.exact.empty()) {
+      rest.push_back(l.truth[i]);
+      if (!l.exact.empty()) rest.back().value = l.exact[i];
+    }
+  }
   model::FitOptions o;
   o.seed = seed;
   const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
@@ -130,48 +141,42 @@ std::vector<std::size_t> sub_grid(const Landscape& l, std::size_t n) {
   return best;
 }
 
-// The adaptive loop of orchestrator/adaptive.cpp on a landscape whose values are known:
-// `initial` Sobol configs, then batches of `batch` picks by conditional predictive sd, recording
-// the error of the rest at each budget.
-std::map<std::size_t, Err> adaptive_curve(const Landscape& l,
-                                          const std::vector<std::size_t>& budgets,
-                                          std::size_t batch, std::uint64_t seed, bool mixed) {
+// The adaptive loop of orchestrator/adaptive.cpp on a landscape whose values are known, for a
+// budget of n: the spec's default initial max(8, n/5) Sobol configs, then batches of
+// max(2 x 4 workers, a tenth of the rest) picked by `rule`, refitting between batches.
+Err adaptive_run(const Landscape& l, std::size_t n, std::uint64_t seed, model::Selection rule) {
   const auto pos = index_of(l);
+  const std::size_t initial = std::max<std::size_t>(8, n / 5);
+  const std::size_t batch = std::max<std::size_t>(8, (n - initial + 9) / 10);
   std::vector<std::size_t> measured;
   std::vector<char> in(l.truth.size(), 0);
-  const std::size_t initial = 8;  // Sobol first: the smallest `initial` a spec defaults to
   for (const auto& c : space::sample_sobol({l.grid}, initial, seed)) {
     const auto i = pos.at(c.config_id());
     if (in[i] == 0) measured.push_back(i), in[i] = 1;
   }
-  std::map<std::size_t, Err> curve;
-  for (auto budget : budgets) {
-    while (measured.size() < budget) {
-      std::vector<model::Point> train, cand;
-      std::vector<std::size_t> cand_idx;
-      for (std::size_t i = 0; i < l.truth.size(); ++i) {
-        if (in[i] != 0) {
-          train.push_back(l.truth[i]);
-        } else {
-          model::Point p = l.truth[i];
-          p.value = std::numeric_limits<double>::quiet_NaN();  // not measured yet
-          cand.push_back(p);
-          cand_idx.push_back(i);
-        }
-      }
-      model::FitOptions o;
-      o.seed = seed;
-      const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
-      const std::size_t k = std::min(batch, budget - measured.size());
-      // The sweep's rule (mixed = false) or the mixed variant.
-      for (auto j : model::choose_batch(&panel, cand, k, seed * 1000003 + measured.size(), mixed)) {
-        measured.push_back(cand_idx[j]);
-        in[cand_idx[j]] = 1;
+  while (measured.size() < n) {
+    std::vector<model::Point> train, cand;
+    std::vector<std::size_t> cand_idx;
+    for (std::size_t i = 0; i < l.truth.size(); ++i) {
+      if (in[i] != 0) {
+        train.push_back(l.truth[i]);
+      } else {
+        model::Point p = l.truth[i];
+        p.value = std::numeric_limits<double>::quiet_NaN();  // not measured yet
+        cand.push_back(p);
+        cand_idx.push_back(i);
       }
     }
-    curve[budget] = error_of_rest(l, measured, seed);
+    model::FitOptions o;
+    o.seed = seed;
+    const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
+    const std::size_t k = std::min(batch, n - measured.size());
+    for (auto j : model::choose_batch(&panel, cand, k, seed * 1000003 + measured.size(), rule)) {
+      measured.push_back(cand_idx[j]);
+      in[cand_idx[j]] = 1;
+    }
   }
-  return curve;
+  return error_of(l, measured, seed);
 }
 
 double median(std::vector<double> v) {
@@ -181,20 +186,32 @@ double median(std::vector<double> v) {
                         : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// For each random budget: the fewest adaptive measurements that reach random's error there.
+// For each random budget n: how many adaptive measurements reach random's error at n, where
+// adaptive's curve first crosses it, interpolated linearly in log n and log error between the
+// budgets around the crossing ("<16" / ">192" outside), and that count over n.
 void print_reach(const char* what, const std::vector<std::size_t>& budgets,
                  const std::map<std::size_t, double>& adaptive,
                  const std::map<std::size_t, double>& random) {
-  fmt::print("  {} error: adaptive needs, for random's error at n measured,", what);
+  fmt::print("  {} error: adaptive reaches random's error at n with", what);
   for (auto n : budgets) {
-    std::size_t need = 0;
-    for (auto m : budgets)
-      if (need == 0 && adaptive.at(m) <= random.at(n)) need = m;
-    if (need == 0)
-      fmt::print(" n={}: >{}", n, budgets.back());
-    else
-      fmt::print(" n={}: {} ({:.2f}x)", n, need,
-                 static_cast<double>(need) / static_cast<double>(n));
+    const double target = random.at(n);
+    std::string need = fmt::format(">{}", budgets.back());
+    for (std::size_t j = 0; j < budgets.size(); ++j) {
+      const double e = adaptive.at(budgets[j]);
+      if (e > target) continue;
+      if (j == 0) {
+        need = fmt::format("<={} ({:.2f}x)", budgets[0],
+                           static_cast<double>(budgets[0]) / static_cast<double>(n));
+        break;
+      }
+      const double x0 = std::log(static_cast<double>(budgets[j - 1]));
+      const double x1 = std::log(static_cast<double>(budgets[j]));
+      const double y0 = std::log(adaptive.at(budgets[j - 1])), y1 = std::log(e);
+      const double x = y0 == y1 ? x1 : x0 + (std::log(target) - y0) * (x1 - x0) / (y1 - y0);
+      need = fmt::format("{:.0f} ({:.2f}x)", std::exp(x), std::exp(x) / static_cast<double>(n));
+      break;
+    }
+    fmt::print(" n={}: {}", n, need);
   }
   fmt::print("\n");
 }
@@ -202,24 +219,24 @@ void print_reach(const char* what, const std::vector<std::size_t>& budgets,
 void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds) {
   const auto t0 = std::chrono::steady_clock::now();
   fmt::print(
-      "\n{}: {} configs. Absolute % error of the unmeasured rest, median / p90 "
-      "(each the median over {} seeds; sub-grid: one)\n",
+      "\n{}: {} configs. Absolute % error, median / p90 (each the median over {} seeds; "
+      "sub-grid: one)\n",
       l.name, l.truth.size(), seeds);
-  fmt::print("{:>9} {:>15} {:>15} {:>15} {:>15} {:>7}\n", "measured", "adaptive", "mixed", "random",
-             "sub-grid", "sub n");
-  std::map<std::size_t, std::vector<double>> ad, ad90, mv, mv90, rn, rn90;
+  fmt::print("{:>9} {:>15} {:>15} {:>15} {:>15} {:>7}\n", "measured", "adaptive", "max-sd",
+             "random", "sub-grid", "sub n");
+  std::map<std::size_t, std::vector<double>> ad, ad90, ms, ms90, rn, rn90;
   for (int s = 0; s < seeds; ++s) {
     const auto seed = static_cast<std::uint64_t>(s + 1);
-    for (const auto& [n, e] : adaptive_curve(l, budgets, 8, seed, false)) {
+    for (auto n : budgets) {
+      const auto e = adaptive_run(l, n, seed, model::Selection::variance_reduction);
       ad[n].push_back(e.median);
       ad90[n].push_back(e.p90);
-    }
-    for (const auto& [n, e] : adaptive_curve(l, budgets, 8, seed, true)) {
-      mv[n].push_back(e.median);
-      mv90[n].push_back(e.p90);
+      const auto m = adaptive_run(l, n, seed, model::Selection::max_sd);
+      ms[n].push_back(m.median);
+      ms90[n].push_back(m.p90);
     }
     for (auto n : budgets) {
-      const auto e = error_of_rest(l, random_subset(l.truth.size(), n, 100 + seed), seed);
+      const auto e = error_of(l, random_subset(l.truth.size(), n, 100 + seed), seed);
       rn[n].push_back(e.median);
       rn90[n].push_back(e.p90);
     }
@@ -231,12 +248,12 @@ void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds)
     r50[n] = median(rn[n]);
     r90[n] = median(rn90[n]);
     const auto sg = sub_grid(l, n);
-    const Err sub = sg.size() >= 8 ? error_of_rest(l, sg, 1) : Err{};
+    const Err sub = sg.size() >= 8 ? error_of(l, sg, 1) : Err{};
     const auto cell = [](double a, double b) {
       return fmt::format("{:.1f}/{:.1f}%", 100 * a, 100 * b);
     };
     fmt::print("{:>9} {:>15} {:>15} {:>15} {:>15} {:>7}\n", n, cell(a50[n], a90[n]),
-               cell(median(mv[n]), median(mv90[n])), cell(r50[n], r90[n]),
+               cell(median(ms[n]), median(ms90[n])), cell(r50[n], r90[n]),
                cell(sub.median, sub.p90), sg.size());
   }
   print_reach("median", budgets, a50, r50);
@@ -249,14 +266,21 @@ void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds)
 
 int main(int argc, char** argv) {
   std::filesystem::path measured = "build/bench-data/model-fc.h5";
-  int seeds = 3;
+  int seeds = 5;
+  double noise = 0.02;
+  bool synthetic_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--seeds" && i + 1 < argc) {
       seeds = std::stoi(argv[++i]);
+    } else if (a == "--noise" && i + 1 < argc) {
+      noise = std::stod(argv[++i]);
+    } else if (a == "--synthetic-only") {
+      synthetic_only = true;
     } else if (a == "-h" || a == "--help") {
       fmt::print(
-          "bench_model [MEASURED.h5] [--seeds K]   (see the top of bench/bench_model.cpp)\n");
+          "bench_model [MEASURED.h5] [--seeds K (5)] [--noise SD (0.02): lognormal noise of the "
+          "synthetic landscape] [--synthetic-only]\n(see the top of bench/bench_model.cpp)\n");
       return 0;
     } else {
       measured = a;
@@ -265,7 +289,10 @@ int main(int argc, char** argv) {
   const std::vector<std::size_t> budgets = {16, 24, 32, 48, 64, 96, 128, 192};
 
   Landscape syn;
-  syn.name = "synthetic roofline landscape (max(flops/peak, bytes/bw) / efficiency, 2% noise)";
+  syn.name = fmt::format(
+      "synthetic roofline landscape (max(flops/peak, bytes/bw) / efficiency, {:.1f}% noise; the "
+      "whole grid scored against the noise-free formula)",
+      100 * noise);
   syn.system = model::synthetic::system();
   std::vector<space::Config> configs;
   for (auto c : model::synthetic::fc_grid(16, 4096, 16384)) {
@@ -274,9 +301,11 @@ int main(int argc, char** argv) {
       configs.push_back(c);
     }
   }
-  syn.truth = model::synthetic::fc_measured(configs, 0.02, 5);
+  syn.truth = model::synthetic::fc_measured(configs, noise, 5);
+  for (const auto& p : syn.truth) syn.exact.push_back(model::synthetic::fc_time_s(p));
   syn.grid = grid_of(syn.truth);
   run(syn, budgets, seeds);
+  if (synthetic_only) return 0;
 
   if (!std::filesystem::exists(measured)) {
     fmt::print(
@@ -286,7 +315,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   Landscape real;
-  real.name = fmt::format("measured FC grid {}", measured.string());
+  real.name =
+      fmt::format("measured FC grid {} (the unmeasured rest scored against its measurement)",
+                  measured.string());
   auto data = model::read_points(measured, "step_time_s");
   real.system = data.system;
   real.truth = std::move(data.points);
