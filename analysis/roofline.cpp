@@ -89,6 +89,7 @@ RooflineResult roofline(const std::vector<Frame>& frames, const RooflineOptions&
     const auto* st = col("step_time_s");
     std::vector<std::size_t> rows;
     std::vector<double> xs, ys;
+    std::size_t best_row = 0;
     for (std::size_t r = 0; r < f.rows; ++r) {
       double x = ai ? (*ai)[r] : NAN;
       if (!(x > 0) && fl && by) x = (*fl)[r] / (*by)[r];
@@ -102,6 +103,7 @@ RooflineResult roofline(const std::vector<Frame>& frames, const RooflineOptions&
       if (x < ridge_of(r)) ++rl.configs_memory_bound;
       if (y > rl.best_gflops) {
         rl.best_gflops = y;
+        best_row = r;
         rl.best_config = f.text.count("config_id") ? f.cat("config_id").at(r) : std::to_string(r);
       }
     }
@@ -159,6 +161,11 @@ RooflineResult roofline(const std::vector<Frame>& frames, const RooflineOptions&
         rl.peak_gflops_bf16 > 0 ? fmt::format(" / {:.0f} bf16", rl.peak_gflops_bf16) : "",
         rl.mem_bandwidth_gbs, rl.ridge_f32, rl.configs_memory_bound, rl.configs, share_cfg,
         100 - share_cfg, rl.best_gflops, 100 * rl.best_gflops / rl.peak_gflops_f32);
+    if (rl.best_gflops > rl.peak_gflops_f32 && (dtype == nullptr || dtype->at(best_row) != "bf16"))
+      rl.finding +=
+          " Above 100%: gflops counts ParaDnn's model FLOPs, which include work a training step "
+          "does not execute (layer 0's backward-data pass, docs/conventions.md); much more than "
+          "that share means the peak was measured on a busy machine (`dnnscape peak --force`).";
     if (rl.ops > 0) {
       rl.finding += fmt::format(
           " Of the profiled op time ({} ops at >= {:.0f}% of their step; {} smaller ones left "

@@ -40,6 +40,7 @@ TEST_CASE("ridge point, bound shares and the 1% op filter") {
   CHECK(r.finding.find("4 of 10 configs (40.0%) are memory-bound") != std::string::npos);
   // 0.30 / (0.30 + 0.695) of the kept op time.
   CHECK(r.finding.find("30.2% is memory-bound") != std::string::npos);
+  CHECK(r.finding.find("Above 100%") == std::string::npos);  // 250 of 300 GFLOP/s
   CHECK(fs::exists("roof_out/roofline.svg"));
   CHECK(fs::exists("roof_out/roofline.png"));
   CHECK(fs::exists("roof_out/roofline_summary.csv"));
@@ -61,4 +62,19 @@ TEST_CASE("a file without measured ceilings is refused with a clear message") {
   CHECK_THROWS_WITH_AS(roofline(o),
                        doctest::Contains("no measured peak_gflops_f32 and mem_bandwidth_gbs"),
                        InputError);
+}
+
+TEST_CASE("a config above the f32 peak gets the FLOP convention's explanation") {
+  // ParaDnn's count includes layer 0's backward-data pass, which training does not execute:
+  // a wide-input FC model legitimately shows more model GFLOP/s than the peak kernel.
+  auto r = synth::fc(1, 256, 2000, 200, 512, 1e-3);
+  r.metrics.arithmetic_intensity = 50.0;
+  r.metrics.gflops = 330.0;
+  synth::write("roof_over.h5", {r}, synth::system_info("gamma", 300, 20));
+  RooflineOptions o;
+  o.inputs = {"roof_over.h5"};
+  o.out_dir = "roof_over_out";
+  const auto res = roofline(o);
+  CHECK(res.finding.find("(110% of the f32 peak). Above 100%: gflops counts ParaDnn's model "
+                         "FLOPs") != std::string::npos);
 }
