@@ -22,6 +22,12 @@ class InputError : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// Why a finding can show more than the measured f32 peak (roofline, flops_utilization heat maps).
+inline constexpr const char* kAbovePeakNote =
+    "gflops counts ParaDnn's model FLOPs, which include work a training step does not execute "
+    "(layer 0's backward-data pass, docs/conventions.md); much more than that share means the "
+    "peak was measured on a busy machine (`dnnscape peak --force`).";
+
 // Schema dnnscape/1 column groups.
 inline constexpr std::array<std::string_view, 11> kNumericParams = {
     "layers", "nodes", "input",     "output", "batch", "filters",

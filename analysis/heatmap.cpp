@@ -218,8 +218,8 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
         fmt::format("set title {}\n",
                     gp_quote(o.facet.empty() ? (max_rows > 1 ? "median over other parameters" : "")
                                              : fmt::format("{} = {}", o.facet, facets[i])));
-    gp +=
-        fmt::format("plot {} index {} using 1:2:3 with image pixels notitle\n", gp_quote(dat.string()), i);
+    gp += fmt::format("plot {} index {} using 1:2:3 with image pixels notitle\n",
+                      gp_quote(dat.string()), i);
   }
   gp += "unset multiplot\n";
   const int width = static_cast<int>(std::max<std::size_t>(520, 420 * cols + 120));
@@ -235,6 +235,8 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
     result.finding += fmt::format(
         " Cells are medians over up to {} rows that differ in other parameters.", max_rows);
   }
+  if (o.metric == "flops_utilization" && o.baseline.empty() && hi > 1)
+    result.finding += fmt::format(" Above 1: {}", kAbovePeakNote);
   return result;
 }
 

@@ -11,6 +11,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "analysis/frame.hpp"
 #include "analysis/gnuplot.hpp"
 #include "store/results.hpp"
 
@@ -162,10 +163,7 @@ RooflineResult roofline(const std::vector<Frame>& frames, const RooflineOptions&
         rl.mem_bandwidth_gbs, rl.ridge_f32, rl.configs_memory_bound, rl.configs, share_cfg,
         100 - share_cfg, rl.best_gflops, 100 * rl.best_gflops / rl.peak_gflops_f32);
     if (rl.best_gflops > rl.peak_gflops_f32 && (dtype == nullptr || dtype->at(best_row) != "bf16"))
-      rl.finding +=
-          " Above 100%: gflops counts ParaDnn's model FLOPs, which include work a training step "
-          "does not execute (layer 0's backward-data pass, docs/conventions.md); much more than "
-          "that share means the peak was measured on a busy machine (`dnnscape peak --force`).";
+      rl.finding += fmt::format(" Above 100%: {}", kAbovePeakNote);
     if (rl.ops > 0) {
       rl.finding += fmt::format(
           " Of the profiled op time ({} ops at >= {:.0f}% of their step; {} smaller ones left "

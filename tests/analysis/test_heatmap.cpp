@@ -53,6 +53,19 @@ TEST_CASE("default options: one panel, medians over the other parameters") {
   CHECK(t.size() == 1 + 5 * 6);
   CHECK(t[1][3] == "8");  // 4 layers x 2 dtypes per cell
   CHECK(r.finding.find("medians over up to 8 rows") != std::string::npos);
+  CHECK(r.finding.find("Above 1") == std::string::npos);  // at most 0.034 of the peak
+}
+
+TEST_CASE("flops_utilization above 1 gets the FLOP convention's explanation") {
+  make("hm_fast.h5", 50.0);  // 50x faster: up to 1.7 of the peak
+  HeatmapOptions o;
+  o.input = "hm_fast.h5";
+  o.out_dir = "hm_fast_out";
+  const auto r = heatmap(o);
+  CHECK(r.finding.find("to 1.721 fraction of measured peak") != std::string::npos);
+  CHECK(r.finding.find("Above 1: gflops counts ParaDnn's model FLOPs") != std::string::npos);
+  o.metric = "step_time_s";
+  CHECK(heatmap(o).finding.find("Above 1") == std::string::npos);
 }
 
 TEST_CASE("facets over a knob and over family; --where restricts the rows") {
