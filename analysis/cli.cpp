@@ -163,6 +163,10 @@ int cmd_compare(const std::vector<std::string>& args) {
                      "compare the levels of this knob inside one file")(
       "base", po::value<std::string>()->default_value(""), "--by: the baseline level")(
       "depth", po::value<int>()->default_value(2), "depth of the decision tree behind the rule")(
+      "tie-within", po::value<double>()->default_value(0),
+      "PCT: a speedup within 1 ± PCT% is a tie even when the step-time CIs do not overlap "
+      "(they are from within one sweep; compare two sweeps of one spec to see how far apart "
+      "sweeps lie on your machine, docs/analysis.md)")(
       "bootstrap", po::value<int>()->default_value(1000), "bootstrap replicates")(
       "seed", po::value<std::uint64_t>()->default_value(1), "random seed");
   Common c;
@@ -179,6 +183,10 @@ int cmd_compare(const std::vector<std::string>& args) {
   o.bootstrap = vm["bootstrap"].as<int>();
   o.seed = vm["seed"].as<std::uint64_t>();
   if (o.depth < 1 || o.depth > 6) throw InputError("--depth must be between 1 and 6");
+  const double tie = vm["tie-within"].as<double>();
+  if (!(tie >= 0 && tie < 100))
+    throw InputError(fmt::format("--tie-within must be a percentage in [0, 100), got {}", tie));
+  o.tie_within = tie / 100;
   const auto r = compare(o);
   if (c.json) {
     fmt::print("{}\n", r.json());

@@ -164,6 +164,7 @@ Comparison compare_pair(const Side& A, const Side& B, const std::vector<std::str
   std::vector<signed char> outcome;  // +1 win beyond noise, -1 loss beyond noise, 0 within noise
   speedup.reserve(pairs.size());
   std::size_t ci_rows = 0;
+  const double band = 1 + o.tie_within;  // speedups within [1/band, band] are ties
   for (const auto& [ra, rb] : pairs) {
     const double a = ma[ra];
     const double b = mb[rb];
@@ -179,7 +180,7 @@ Comparison compare_pair(const Side& A, const Side& B, const std::vector<std::str
       const double bhi = B.frame->num("step_time_ci_high_s")[rb];
       if (std::isfinite(alo) && std::isfinite(ahi) && std::isfinite(blo) && std::isfinite(bhi)) {
         ++ci_rows;
-        out = bhi < alo ? 1 : (ahi < blo ? -1 : 0);
+        out = bhi < alo && s > band ? 1 : (ahi < blo && s < 1 / band ? -1 : 0);
       }
     }
     outcome.push_back(out);
@@ -197,7 +198,7 @@ Comparison compare_pair(const Side& A, const Side& B, const std::vector<std::str
     if (speedup[i] < 1) ++c.losses;
     if (outcome[i] > 0) ++c.wins_beyond_noise;
     if (outcome[i] < 0) ++c.losses_beyond_noise;
-    win[i] = c.noise_checked ? outcome[i] > 0 : speedup[i] > 1;
+    win[i] = c.noise_checked ? outcome[i] > 0 : speedup[i] > band;
   }
   {
     auto s = speedup;
@@ -255,7 +256,13 @@ Comparison compare_pair(const Side& A, const Side& B, const std::vector<std::str
   }
   // Verdict.
   const std::size_t wins = static_cast<std::size_t>(std::count(win.begin(), win.end(), 1));
-  const std::string noise = c.noise_checked ? " beyond noise (step-time CIs do not overlap)" : "";
+  const std::string band_text =
+      o.tie_within > 0 ? fmt::format("the speedup is beyond 1 ± {:.3g}%", 100 * o.tie_within) : "";
+  const std::string noise = c.noise_checked
+                                ? fmt::format(" beyond noise (step-time CIs do not overlap{}{})",
+                                              band_text.empty() ? "" : " and ", band_text)
+                            : band_text.empty() ? ""
+                                                : fmt::format(" ({})", band_text);
   if (wins == c.matched) {
     c.verdict = "strictly better";
   } else if (wins == 0) {
@@ -284,11 +291,21 @@ Comparison compare_pair(const Side& A, const Side& B, const std::vector<std::str
   } else if (c.verdict == "conditionally better") {
     const bool ties =
         c.noise_checked && c.matched - c.wins_beyond_noise - c.losses_beyond_noise > 0;
-    c.finding += fmt::format(": {} wins{} when {}", c.b, noise.empty() ? "" : " beyond noise",
-                             c.rule.wins.empty() ? "(no simple rule)" : c.rule.wins);
-    if (!c.rule.loses.empty())
-      c.finding += fmt::format("; {} when {}", ties ? "loses or ties" : "loses", c.rule.loses);
-    c.finding += fmt::format(" (rule accuracy {:.1f}%)", 100 * c.rule.accuracy);
+    const std::string beyond = noise.empty() ? "" : " beyond noise";
+    if (c.rule.leaves <= 1) {
+      // The tree found no split: its wins are not a region of the parameters.
+      c.finding += fmt::format(
+          ": {} wins{} in {} of {} configs, but no rule of depth {} on the parameters tells them "
+          "from the rest; scattered wins like these are what two sweeps of one spec on a noisy "
+          "machine show (--tie-within)",
+          c.b, beyond, wins, c.matched, o.depth);
+    } else {
+      c.finding += fmt::format(": {} wins{} when {}", c.b, beyond,
+                               c.rule.wins.empty() ? "(no simple rule)" : c.rule.wins);
+      if (!c.rule.loses.empty())
+        c.finding += fmt::format("; {} when {}", ties ? "loses or ties" : "loses", c.rule.loses);
+      c.finding += fmt::format(" (rule accuracy {:.1f}%)", 100 * c.rule.accuracy);
+    }
   } else {
     c.finding += fmt::format(" than {}: it wins{} in no shared config", c.a, noise);
   }
@@ -307,7 +324,9 @@ Comparison compare_pair(const Side& A, const Side& B, const std::vector<std::str
                      c.noise_checked ? (outcome[i] > 0   ? "win"
                                         : outcome[i] < 0 ? "loss"
                                                          : "tie")
-                                     : (speedup[i] > 1 ? "win" : "loss"));
+                                     : (speedup[i] > band       ? "win"
+                                        : speedup[i] < 1 / band ? "loss"
+                                                                : "tie"));
     }
     csv_rows->emplace_back(buf.data(), buf.size());
   }

@@ -22,6 +22,10 @@ struct CompareOptions {
   std::string metric = "step_time_s";         // ratio oriented so that > 1 means B is better
   int bootstrap = 1000;
   int depth = 2;  // depth of the decision tree behind the rule
+  // A config whose speedup lies within [1/(1+t), 1+t] is a tie even when the step-time CIs do
+  // not overlap: those CIs come from within one sweep, and two sweeps of one spec differ by
+  // more (docs/analysis.md). 0: the CIs alone decide.
+  double tie_within = 0;
   std::uint64_t seed = 1;
   std::string where;
   std::filesystem::path out_dir;  // empty: compute only
@@ -41,7 +45,7 @@ struct Comparison {
   double geomean = 0, geomean_low = 0, geomean_high = 0;
   double min = 0, median = 0, max = 0;
   std::size_t losses = 0;             // speedup < 1
-  std::size_t wins_beyond_noise = 0;  // B's step-time CI entirely below A's
+  std::size_t wins_beyond_noise = 0;  // B's step-time CI entirely below A's (and beyond the band)
   std::size_t losses_beyond_noise = 0;
   bool noise_checked = false;  // both files have step-time CIs
   std::vector<FamilySpeedup> families;

@@ -105,6 +105,8 @@ TEST_CASE("bad input: exit code 2 and one line on stderr") {
   CHECK(r.err == "dnnscape regress: --where: expected a value after '>' at column 8\n");
   r = run("compare", {"cli_a.h5"});
   CHECK(one_line(r));
+  r = run("compare", {"cli_a.h5", "cli_b.h5", "--tie-within", "150"});
+  CHECK(r.err == "dnnscape compare: --tie-within must be a percentage in [0, 100), got 150\n");
   r = run("compare", {"cli_a.h5", "nope.h5"});
   CHECK(r.err == "dnnscape compare: nope.h5: no such file\n");
   r = run("roofline", {"cli_a.h5", "--colour", "batch"});

@@ -1,6 +1,7 @@
 // compare: matching, speedups, the geometric mean and its interval, and the three verdicts.
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -120,6 +121,42 @@ TEST_CASE("B slower everywhere: no better") {
   CHECK(c.verdict == "no better");
   CHECK(c.losses == 120);
   CHECK(c.losses_beyond_noise == 120);
+}
+
+// What two sweeps of one spec on a noisy machine look like: per-config CIs of +-1% (from within
+// each sweep), yet a quarter of the configs 6% faster and a quarter 6% slower, scattered over
+// the parameters so that no shallow tree separates them.
+double scattered(std::int64_t l, std::int64_t n, std::int64_t b) {
+  const auto k = (std::bit_width(static_cast<std::uint64_t>(l)) +
+                  std::bit_width(static_cast<std::uint64_t>(n)) +
+                  std::bit_width(static_cast<std::uint64_t>(b))) %
+                 4;
+  return k == 0 ? 0.94 : k == 1 ? 1.06 : 1.0;
+}
+
+TEST_CASE("scattered wins beyond the CIs: no rule, and --tie-within makes them ties") {
+  make_pair("aa_a.h5", "aa_b.h5", scattered);
+  CompareOptions o;
+  o.inputs = {"aa_a.h5", "aa_b.h5"};
+  auto c = compare(o).comparisons.at(0);
+  CHECK(c.wins_beyond_noise == 30);
+  CHECK(c.losses_beyond_noise == 30);
+  CHECK(c.verdict == "conditionally better");
+  CHECK(c.rule.leaves == 1);
+  CHECK_MESSAGE(
+      c.finding.find("aa_b wins beyond noise in 30 of 120 configs, but no rule of "
+                     "depth 2 on the parameters tells them from the rest") != std::string::npos,
+      c.finding);
+  CHECK(c.finding.find("everywhere") == std::string::npos);
+  o.tie_within = 0.10;
+  c = compare(o).comparisons.at(0);
+  CHECK(c.wins_beyond_noise == 0);
+  CHECK(c.losses_beyond_noise == 0);
+  CHECK(c.verdict == "no better");
+  CHECK(c.finding.find("the speedup is beyond 1 ± 10%") != std::string::npos);
+  // A band narrower than the differences leaves them as they were.
+  o.tie_within = 0.05;
+  CHECK(compare(o).comparisons.at(0).wins_beyond_noise == 30);
 }
 
 TEST_CASE("mismatched config sets are reported and left out") {
