@@ -3,9 +3,14 @@
 // loop: Sobol first, then batches by integrated variance reduction), the max-sd rule, uniform
 // random sampling and a coarser sub-grid, on a synthetic landscape with a known formula (the
 // whole grid scored against the formula) and on a measured FC grid of this machine (a results
-// file, measured once; the unmeasured rest scored against its measurement).
+// file, measured once; a held-out third of it, the same for every method, scored against its
+// measurement: the methods pick from the other two thirds).
 //
-//   bench_model [MEASURED.h5] [--seeds K (5)] [--noise SD (0.02)] [--synthetic-only]
+//   bench_model [MEASURED.h5] [--repeat AGAIN.h5] [--seeds K (5)] [--noise SD (0.02)]
+//               [--synthetic-only]
+//   AGAIN.h5: a second measurement of the same grid, to print how far two measurements of one
+//   config lie apart: the floor of the measured grid's errors (a model that knew every config's
+//   true time would still err by about 1/sqrt(2) of it against a single measurement).
 //   MEASURED.h5 default: build/bench-data/model-fc.h5 from
 //   dnnscape run bench/model-fc.yaml -o build/bench-data/model-fc.h5   (~6 min on 2 cores)
 #include <fmt/format.h>
@@ -37,7 +42,30 @@ struct Landscape {
   // The noise-free value of each config when the landscape has a formula: errors are scored
   // against it (else against the measurement, whose noise is then part of every error).
   std::vector<double> exact;
+  // Without a formula: the configs every method is scored on, none of which it may measure
+  // (truth holds the candidates only).
+  std::vector<model::Point> held;
 };
+
+std::vector<std::size_t> random_subset(std::size_t total, std::size_t n, std::uint64_t seed) {
+  std::vector<std::size_t> idx(total);
+  for (std::size_t i = 0; i < total; ++i) idx[i] = i;
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = total; i > 1; --i) std::swap(idx[i - 1], idx[space::uniform_below(rng, i)]);
+  idx.resize(std::min(n, total));
+  return idx;
+}
+
+// `l` with a random third of its configs (seeded) moved to `held`.
+Landscape hold_out(const Landscape& l, std::uint64_t seed) {
+  Landscape out = l;
+  out.truth.clear();
+  std::vector<char> held(l.truth.size(), 0);
+  for (auto i : random_subset(l.truth.size(), l.truth.size() / 3, seed)) held[i] = 1;
+  for (std::size_t i = 0; i < l.truth.size(); ++i)
+    (held[i] != 0 ? out.held : out.truth).push_back(l.truth[i]);
+  return out;
+}
 
 // The axes of a set of FC points: every parameter's distinct values.
 space::FamilyGrid grid_of(const std::vector<model::Point>& pts) {
@@ -69,19 +97,19 @@ struct Err {
 };
 
 // Median and p90 APE of the model fitted on `measured`: over the whole grid against the formula
-// when the landscape has one, else over the configs not measured against their measurement.
+// when the landscape has one, else over the held-out configs against their measurement.
 Err error_of(const Landscape& l, const std::vector<std::size_t>& measured, std::uint64_t seed) {
   std::vector<char> in(l.truth.size(), 0);
   std::vector<model::Point> train, rest;
   for (auto i : measured) in[i] = 1;
   for (std::size_t i = 0; i < l.truth.size(); ++i) {
     if (in[i] != 0) train.push_back(l.truth[i]);
-    // With a formula: the whole grid against it; else the unmeasured rest.
-    if (in[i] == 0 || !l.exact.empty()) {
+    if (!l.exact.empty()) {
       rest.push_back(l.truth[i]);
-      if (!l.exact.empty()) rest.back().value = l.exact[i];
+      rest.back().value = l.exact[i];
     }
   }
+  if (l.exact.empty()) rest = l.held;
   model::FitOptions o;
   o.seed = seed;
   const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
@@ -93,15 +121,6 @@ std::unordered_map<std::string, std::size_t> index_of(const Landscape& l) {
   std::unordered_map<std::string, std::size_t> pos;
   for (std::size_t i = 0; i < l.truth.size(); ++i) pos.emplace(l.truth[i].config.config_id(), i);
   return pos;
-}
-
-std::vector<std::size_t> random_subset(std::size_t total, std::size_t n, std::uint64_t seed) {
-  std::vector<std::size_t> idx(total);
-  for (std::size_t i = 0; i < total; ++i) idx[i] = i;
-  std::mt19937_64 rng(seed);
-  for (std::size_t i = total; i > 1; --i) std::swap(idx[i - 1], idx[space::uniform_below(rng, i)]);
-  idx.resize(n);
-  return idx;
 }
 
 // A coarser grid: k evenly spaced values (ends included) of each varying axis, with k chosen
@@ -145,14 +164,19 @@ std::vector<std::size_t> sub_grid(const Landscape& l, std::size_t n) {
 // budget of n: the spec's default initial max(8, n/5) Sobol configs, then batches of
 // max(2 x 4 workers, a tenth of the rest) picked by `rule`, refitting between batches.
 Err adaptive_run(const Landscape& l, std::size_t n, std::uint64_t seed, model::Selection rule) {
+  n = std::min(n, l.truth.size());
   const auto pos = index_of(l);
   const std::size_t initial = std::max<std::size_t>(8, n / 5);
   const std::size_t batch = std::max<std::size_t>(8, (n - initial + 9) / 10);
   std::vector<std::size_t> measured;
   std::vector<char> in(l.truth.size(), 0);
-  for (const auto& c : space::sample_sobol({l.grid}, initial, seed)) {
-    const auto i = pos.at(c.config_id());
-    if (in[i] == 0) measured.push_back(i), in[i] = 1;
+  // The first `initial` distinct Sobol configs that are candidates (not held out).
+  for (std::size_t m = initial; measured.size() < initial && m <= l.grid.size(); ++m) {
+    for (const auto& c : space::sample_sobol({l.grid}, m, seed)) {
+      const auto it = pos.find(c.config_id());
+      if (it != pos.end() && in[it->second] == 0 && measured.size() < initial)
+        measured.push_back(it->second), in[it->second] = 1;
+    }
   }
   while (measured.size() < n) {
     std::vector<model::Point> train, cand;
@@ -218,27 +242,34 @@ void print_reach(const char* what, const std::vector<std::size_t>& budgets,
 
 void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds) {
   const auto t0 = std::chrono::steady_clock::now();
-  fmt::print(
-      "\n{}: {} configs. Absolute % error, median / p90 (each the median over {} seeds; "
-      "sub-grid: one)\n",
-      l.name, l.truth.size(), seeds);
+  const auto held = l.exact.empty() ? l.truth.size() / 3 : 0;
+  fmt::print("\n{}: {} configs{}. Absolute % error, median / p90 (each the median over {} seeds)\n",
+             l.name, l.truth.size(),
+             held > 0 ? fmt::format(", {} held out per seed", held) : std::string(), seeds);
   fmt::print("{:>9} {:>15} {:>15} {:>15} {:>15} {:>7}\n", "measured", "adaptive", "max-sd",
              "random", "sub-grid", "sub n");
-  std::map<std::size_t, std::vector<double>> ad, ad90, ms, ms90, rn, rn90;
+  std::map<std::size_t, std::vector<double>> ad, ad90, ms, ms90, rn, rn90, sg50, sg90, sgn;
   for (int s = 0; s < seeds; ++s) {
     const auto seed = static_cast<std::uint64_t>(s + 1);
+    const Landscape ls = l.exact.empty() ? hold_out(l, 500 + seed) : l;
     for (auto n : budgets) {
-      const auto e = adaptive_run(l, n, seed, model::Selection::variance_reduction);
+      const auto e = adaptive_run(ls, n, seed, model::Selection::variance_reduction);
       ad[n].push_back(e.median);
       ad90[n].push_back(e.p90);
-      const auto m = adaptive_run(l, n, seed, model::Selection::max_sd);
+      const auto m = adaptive_run(ls, n, seed, model::Selection::max_sd);
       ms[n].push_back(m.median);
       ms90[n].push_back(m.p90);
     }
     for (auto n : budgets) {
-      const auto e = error_of(l, random_subset(l.truth.size(), n, 100 + seed), seed);
+      const auto e = error_of(ls, random_subset(ls.truth.size(), n, 100 + seed), seed);
       rn[n].push_back(e.median);
       rn90[n].push_back(e.p90);
+      const auto sg = sub_grid(ls, n);
+      if (sg.size() < 8) continue;  // too coarse to fit
+      const Err sub = error_of(ls, sg, seed);
+      sg50[n].push_back(sub.median);
+      sg90[n].push_back(sub.p90);
+      sgn[n].push_back(static_cast<double>(sg.size()));
     }
   }
   std::map<std::size_t, double> a50, a90, r50, r90;
@@ -247,14 +278,13 @@ void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds)
     a90[n] = median(ad90[n]);
     r50[n] = median(rn[n]);
     r90[n] = median(rn90[n]);
-    const auto sg = sub_grid(l, n);
-    const Err sub = sg.size() >= 8 ? error_of(l, sg, 1) : Err{};
     const auto cell = [](double a, double b) {
       return fmt::format("{:.1f}/{:.1f}%", 100 * a, 100 * b);
     };
     fmt::print("{:>9} {:>15} {:>15} {:>15} {:>15} {:>7}\n", n, cell(a50[n], a90[n]),
                cell(median(ms[n]), median(ms90[n])), cell(r50[n], r90[n]),
-               cell(sub.median, sub.p90), sg.size());
+               sgn[n].empty() ? std::string("-") : cell(median(sg50[n]), median(sg90[n])),
+               sgn[n].empty() ? std::string("-") : fmt::format("{:.0f}", median(sgn[n])));
   }
   print_reach("median", budgets, a50, r50);
   print_reach("p90", budgets, a90, r90);
@@ -264,8 +294,26 @@ void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds)
 
 }  // namespace
 
+// How much two measurements of one grid differ: the APE of `again` as a prediction of `first`
+// over the configs both hold ok (median, p90), and how many that is.
+std::pair<Err, std::size_t> repeat_floor(const std::vector<model::Point>& first,
+                                         const std::vector<model::Point>& again) {
+  std::unordered_map<std::string, double> second;
+  for (const auto& p : again) second.emplace(p.config.config_id(), p.value);
+  std::vector<double> ape;
+  for (const auto& p : first) {
+    if (auto it = second.find(p.config.config_id()); it != second.end())
+      ape.push_back(std::abs(it->second / p.value - 1.0));
+  }
+  if (ape.empty()) return {Err{}, 0};
+  std::sort(ape.begin(), ape.end());
+  const auto p90 = ape[std::min(ape.size() - 1, static_cast<std::size_t>(0.9 * ape.size()))];
+  return {Err{median(ape), p90}, ape.size()};
+}
+
 int main(int argc, char** argv) {
   std::filesystem::path measured = "build/bench-data/model-fc.h5";
+  std::filesystem::path repeat;
   int seeds = 5;
   double noise = 0.02;
   bool synthetic_only = false;
@@ -275,11 +323,14 @@ int main(int argc, char** argv) {
       seeds = std::stoi(argv[++i]);
     } else if (a == "--noise" && i + 1 < argc) {
       noise = std::stod(argv[++i]);
+    } else if (a == "--repeat" && i + 1 < argc) {
+      repeat = argv[++i];
     } else if (a == "--synthetic-only") {
       synthetic_only = true;
     } else if (a == "-h" || a == "--help") {
       fmt::print(
-          "bench_model [MEASURED.h5] [--seeds K (5)] [--noise SD (0.02): lognormal noise of the "
+          "bench_model [MEASURED.h5] [--repeat AGAIN.h5: a second measurement of the same grid, "
+          "for the noise floor] [--seeds K (5)] [--noise SD (0.02): lognormal noise of the "
           "synthetic landscape] [--synthetic-only]\n(see the top of bench/bench_model.cpp)\n");
       return 0;
     } else {
@@ -315,13 +366,25 @@ int main(int argc, char** argv) {
     return 0;
   }
   Landscape real;
-  real.name =
-      fmt::format("measured FC grid {} (the unmeasured rest scored against its measurement)",
-                  measured.string());
+  real.name = fmt::format("measured FC grid {} (a held-out third scored against its measurement)",
+                          measured.string());
   auto data = model::read_points(measured, "step_time_s");
   real.system = data.system;
   real.truth = std::move(data.points);
   real.grid = grid_of(real.truth);
   run(real, budgets, seeds);
+  if (!repeat.empty()) {
+    const auto again = model::read_points(repeat, "step_time_s");
+    const auto [floor, n] = repeat_floor(real.truth, again.points);
+    if (n == 0) {
+      fmt::print("  {} shares no ok config with {}: no noise floor\n", repeat.string(),
+                 measured.string());
+    } else {
+      fmt::print(
+          "  noise floor: {} as a prediction of these {} configs errs by {:.1f}/{:.1f}% "
+          "(median/p90)\n",
+          repeat.string(), n, 100 * floor.median, 100 * floor.p90);
+    }
+  }
   return 0;
 }
