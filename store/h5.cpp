@@ -66,11 +66,21 @@ Handle create_plist(hid_t cls) {
   return {check(H5Pcreate(cls), "H5Pcreate"), H5Pclose};
 }
 
+constexpr hsize_t kPage = 4096;
+
 Handle file_access(bool latest_format, bool clear_status_flags) {
   Handle fapl = create_plist(H5P_FILE_ACCESS);
   if (latest_format) {
     check_ok(H5Pset_libver_bounds(fapl.id(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST),
              "H5Pset_libver_bounds");
+    // Every allocation starts on a 4 KiB page. Linux may cut a write short between pages when
+    // the writer gets SIGKILL (generic_perform_write checks for a fatal signal per page), and an
+    // object header rewritten across a page boundary was then left torn: its checksum failed and
+    // the dataset could not be opened again (about 1 kill in 75; 9% of the header writes of an
+    // unaligned file straddle a page). Aligned, every metadata entry of at most 4 KiB is written
+    // by a single-page write. The price is space: about 0.9 MB per file (1.56 MB against 0.70
+    // MB for 250 rows of the store test; 19.0 MB against 17.8 MB for 10,000 rows).
+    check_ok(H5Pset_alignment(fapl.id(), 1, kPage), "H5Pset_alignment");
   }
   if (clear_status_flags) {
     // Private property registered in every file-access list (H5Pfapl.c); it is how h5clear
@@ -101,6 +111,11 @@ void flush(hid_t obj) {
 
 void flush_dataset(hid_t dset) {
   check_ok(H5Dflush(dset), "H5Dflush");
+}
+
+void raise_eoa_to_eof(hid_t file) {
+  // EOA = max(EOA, EOF) + 0: a no-op for a file that was closed cleanly.
+  check_ok(H5Fincrement_filesize(file, 0), "H5Fincrement_filesize");
 }
 
 bool is_hdf5(const std::string& path) {

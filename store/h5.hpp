@@ -92,6 +92,10 @@ Handle open_file(const std::string& path, unsigned flags, hid_t fapl);
 void start_swmr_write(hid_t file);
 void flush(hid_t obj);
 void flush_dataset(hid_t dset);  // H5Dflush: its metadata and raw data reach the file now
+// Raises the file's end-of-allocation to the end of the file when it lags behind (what
+// `h5clear --increment=0` does): a killed writer can leave the superblock's EOA short of chunks
+// it had allocated and written, and reads there fail with "addr overflow".
+void raise_eoa_to_eof(hid_t file);
 bool is_hdf5(const std::string& path);
 
 // --- groups / links --------------------------------------------------------------------------

@@ -10,6 +10,12 @@
 //  3. The number of rows is the length of the shortest /runs column (a kill between two
 //     H5Dset_extent calls leaves unequal lengths); open() shrinks the longer ones back and drops
 //     samples/ops that point past the last row.
+//  4. Within /runs, status is written second to last and config_id last, after the other
+//     columns are flushed: a kill never leaves a row that counts (config_id set) with columns
+//     HDF5 has not recorded yet, or a half-overwritten retry that says "ok". open() also raises
+//     the end-of-allocation to the end of the file (h5::raise_eoa_to_eof).
+//  5. Writers allocate on 4 KiB pages (h5::file_access), so a SIGKILL cannot tear a metadata
+//     entry across two pages.
 #include "store/results.hpp"
 
 #include <fcntl.h>
@@ -382,7 +388,7 @@ struct ResultsWriter::Impl {
   Handle writer_dapl;
   Handle one;                 // 1-element memory space for per-row writes
   std::vector<Dataset> runs;  // parallel to schema::runs()
-  std::size_t config_id_col = 0;
+  std::size_t config_id_col = 0, status_col = 0;
   Dataset sample_row, sample_time;
   Dataset op_row;
   std::vector<Dataset> ops;  // parallel to schema::ops()
@@ -418,6 +424,7 @@ struct ResultsWriter::Impl {
       if (runs.back().type != c.type)
         not_results(path, fmt::format("column /runs/{} has another type", name));
       if (c.name == "config_id") config_id_col = i;
+      if (c.name == "status") status_col = i;
     }
     const Handle g_samples = h5::open_group(file.id(), kSamples);
     sample_row = open_column(g_samples.id(), kRow, dapl);
@@ -458,11 +465,7 @@ struct ResultsWriter::Impl {
     n_runs = n;
 
     const auto ids = read_strings(runs[config_id_col], 0, n);
-    const Dataset& status_col = runs[static_cast<std::size_t>(
-        std::find_if(schema::runs().begin(), schema::runs().end(),
-                     [](const auto& c) { return c.name == "status"; }) -
-        schema::runs().begin())];
-    const auto statuses = read_strings(status_col, 0, n);
+    const auto statuses = read_strings(runs[status_col], 0, n);
     rows.clear();
     for (std::int64_t i = 0; i < n; ++i) {
       const auto k = static_cast<std::size_t>(i);
@@ -551,8 +554,12 @@ struct ResultsWriter::Impl {
     }
 
     // Then /runs: grow every column, fill the new rows as one block (and overwrite retried rows
-    // in place), config_id last: a reader treats trailing rows whose config_id is still empty as
-    // not yet written.
+    // in place), status second to last: a retried row that a kill interrupts keeps its old status
+    // (it is still a failure to retry, never an "ok" row with the old record's blanks). Before
+    // config_id, which makes new rows count (a reader treats trailing rows whose config_id is
+    // still empty as not yet written), the other columns are flushed: HDF5 writes the metadata of
+    // different datasets (extents, chunk indexes) in no particular order, and a new row must not
+    // become visible while a column's new chunk is still unknown on disk.
     if (n_new > 0)
       for (auto& d : runs) d.grow_to(n_runs + n_new);
     auto write_column = [&](std::size_t c) {
@@ -568,7 +575,11 @@ struct ResultsWriter::Impl {
       if (n_new > 0) write_values(runs[c], one.id(), n_runs, block);
     };
     for (std::size_t c = 0; c < runs.size(); ++c)
-      if (c != config_id_col) write_column(c);
+      if (c != config_id_col && c != status_col) write_column(c);
+    write_column(status_col);
+    if (n_new > 0)
+      for (std::size_t c = 0; c < runs.size(); ++c)
+        if (c != config_id_col) h5::flush_dataset(runs[c].dset.id());
     write_column(config_id_col);
     h5::flush(file.id());
 
@@ -646,6 +657,7 @@ ResultsWriter ResultsWriter::open(const fs::path& path, const OpenOptions& optio
     // refuses ("file is already open for write"). Clear the flags the way h5clear does.
     const Handle fapl = h5::file_access(/*latest_format=*/true, /*clear_status_flags=*/true);
     impl->file = h5::open_file(path.string(), H5F_ACC_RDWR, fapl.id());
+    h5::raise_eoa_to_eof(impl->file.id());
     impl->open_datasets(H5P_DEFAULT);
     impl->recover();
     // Changes to attributes and /hosts are only possible before SWMR writing starts.
