@@ -113,6 +113,13 @@ void flush_dataset(hid_t dset) {
   check_ok(H5Dflush(dset), "H5Dflush");
 }
 
+std::int64_t chunk_rows(hid_t dset) {
+  const Handle dcpl{check(H5Dget_create_plist(dset), "H5Dget_create_plist"), H5Pclose};
+  hsize_t dims[1] = {0};
+  if (H5Pget_chunk(dcpl.id(), 1, dims) != 1) throw Error("H5Pget_chunk: not a chunked 1-D dataset");
+  return static_cast<std::int64_t>(dims[0]);
+}
+
 void raise_eoa_to_eof(hid_t file) {
   // EOA = max(EOA, EOF) + 0: a no-op for a file that was closed cleanly.
   check_ok(H5Fincrement_filesize(file, 0), "H5Fincrement_filesize");

@@ -96,6 +96,8 @@ void flush_dataset(hid_t dset);  // H5Dflush: its metadata and raw data reach th
 // `h5clear --increment=0` does): a killed writer can leave the superblock's EOA short of chunks
 // it had allocated and written, and reads there fail with "addr overflow".
 void raise_eoa_to_eof(hid_t file);
+// Rows per chunk of a chunked 1-D dataset.
+std::int64_t chunk_rows(hid_t dset);
 bool is_hdf5(const std::string& path);
 
 // --- groups / links --------------------------------------------------------------------------

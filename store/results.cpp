@@ -96,6 +96,7 @@ struct Dataset {
   Type type = Type::float64;
   std::size_t width = 0;
   Handle string_type;  // memory type of string columns
+  std::int64_t chunk_rows = 1;
 
   // Writer side: the file space is kept in step with the extent (no H5Dget_space per row).
   Handle space;
@@ -126,6 +127,7 @@ Dataset open_column(hid_t group, const std::string& name, hid_t dapl) {
   d.dset = h5::open_dataset(group, name, dapl);
   d.type = h5::type_of_dataset(d.dset.id(), &d.width);
   if (d.type == Type::string) d.string_type = h5::string_type(d.width);
+  d.chunk_rows = h5::chunk_rows(d.dset.id());
   return d;
 }
 
@@ -557,9 +559,9 @@ struct ResultsWriter::Impl {
     // in place), status second to last: a retried row that a kill interrupts keeps its old status
     // (it is still a failure to retry, never an "ok" row with the old record's blanks). Before
     // config_id, which makes new rows count (a reader treats trailing rows whose config_id is
-    // still empty as not yet written), the other columns are flushed: HDF5 writes the metadata of
-    // different datasets (extents, chunk indexes) in no particular order, and a new row must not
-    // become visible while a column's new chunk is still unknown on disk.
+    // still empty as not yet written), columns that allocated a chunk are flushed: HDF5 writes
+    // the metadata of different datasets in no particular order, and a new row must not become
+    // visible while a column's new chunk is still unknown on disk.
     if (n_new > 0)
       for (auto& d : runs) d.grow_to(n_runs + n_new);
     auto write_column = [&](std::size_t c) {
@@ -577,9 +579,15 @@ struct ResultsWriter::Impl {
     for (std::size_t c = 0; c < runs.size(); ++c)
       if (c != config_id_col && c != status_col) write_column(c);
     write_column(status_col);
+    // Only a column whose new rows reached a new chunk has such metadata (its chunk index) to
+    // flush; an extent that lags only drops the unfinished row (the shortest column decides).
+    const auto chunks = [](const Dataset& d, std::int64_t n) {
+      return (n + d.chunk_rows - 1) / d.chunk_rows;
+    };
     if (n_new > 0)
       for (std::size_t c = 0; c < runs.size(); ++c)
-        if (c != config_id_col) h5::flush_dataset(runs[c].dset.id());
+        if (c != config_id_col && chunks(runs[c], n_runs + n_new) != chunks(runs[c], n_runs))
+          h5::flush_dataset(runs[c].dset.id());
     write_column(config_id_col);
     h5::flush(file.id());
 
