@@ -40,12 +40,13 @@ submit() {
 
 job_state() { squeue -h -t all -j "$1" -o %T 2>/dev/null | sort -u | tr '\n' ' ' | sed 's/ $//'; }
 
-# wait_job ID SECONDS: until every task of the job has ended; fails unless all COMPLETED.
+# wait_job ID SECONDS: until every task of the job has ended; fails unless all COMPLETED. The
+# transient states (SIGNALING at the time limit, before the requeue, and the like) are not ends.
 wait_job() {
   local id=$1 limit=$2 start=$SECONDS state
   while :; do
     state=$(job_state "$id")
-    if [[ -n $state && ! $state =~ (PENDING|RUNNING|CONFIGURING|COMPLETING|REQUEUE|SUSPENDED) ]]; then
+    if [[ -n $state && ! $state =~ (PENDING|RUNNING|CONFIGURING|COMPLETING|REQUEUE|SUSPENDED|SIGNALING|STAGE_OUT|RESIZING) ]]; then
       break
     fi
     ((SECONDS - start < limit)) || { scontrol show job "$id" >&2 || true; fail "job $id still '$state' after $limit s"; }
