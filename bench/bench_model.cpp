@@ -292,24 +292,26 @@ void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds)
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
-}  // namespace
-
-// How much two measurements of one grid differ: the APE of `again` as a prediction of `first`
-// over the configs both hold ok (median, p90), and how many that is.
-std::pair<Err, std::size_t> repeat_floor(const std::vector<model::Point>& first,
-                                         const std::vector<model::Point>& again) {
+// How much two measurements of one grid differ: `again` scored as a prediction of `first`
+// (model::score) over the configs both hold ok.
+model::Accuracy repeat_floor(const std::vector<model::Point>& first,
+                             const std::vector<model::Point>& again) {
   std::unordered_map<std::string, double> second;
   for (const auto& p : again) second.emplace(p.config.config_id(), p.value);
-  std::vector<double> ape;
+  std::vector<model::Point> shared;
+  std::vector<model::Prediction> predicted;
   for (const auto& p : first) {
-    if (auto it = second.find(p.config.config_id()); it != second.end())
-      ape.push_back(std::abs(it->second / p.value - 1.0));
+    if (auto it = second.find(p.config.config_id()); it != second.end()) {
+      shared.push_back(p);
+      model::Prediction same;
+      same.value = same.lower = same.upper = it->second;
+      predicted.push_back(same);
+    }
   }
-  if (ape.empty()) return {Err{}, 0};
-  std::sort(ape.begin(), ape.end());
-  const auto p90 = ape[std::min(ape.size() - 1, static_cast<std::size_t>(0.9 * ape.size()))];
-  return {Err{median(ape), p90}, ape.size()};
+  return model::score(shared, predicted);
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::filesystem::path measured = "build/bench-data/model-fc.h5";
@@ -375,15 +377,15 @@ int main(int argc, char** argv) {
   run(real, budgets, seeds);
   if (!repeat.empty()) {
     const auto again = model::read_points(repeat, "step_time_s");
-    const auto [floor, n] = repeat_floor(real.truth, again.points);
-    if (n == 0) {
+    const auto floor = repeat_floor(real.truth, again.points);
+    if (floor.n == 0) {
       fmt::print("  {} shares no ok config with {}: no noise floor\n", repeat.string(),
                  measured.string());
     } else {
       fmt::print(
           "  noise floor: {} as a prediction of these {} configs errs by {:.1f}/{:.1f}% "
           "(median/p90)\n",
-          repeat.string(), n, 100 * floor.median, 100 * floor.p90);
+          repeat.string(), floor.n, 100 * floor.median_ape, 100 * floor.p90_ape);
     }
   }
   return 0;

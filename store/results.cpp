@@ -95,8 +95,8 @@ struct Dataset {
   Handle dset;
   Type type = Type::float64;
   std::size_t width = 0;
-  Handle string_type;  // memory type of string columns
-  std::int64_t chunk_rows = 1;
+  Handle string_type;           // memory type of string columns
+  std::int64_t chunk_rows = 1;  // writer side, /runs
 
   // Writer side: the file space is kept in step with the extent (no H5Dget_space per row).
   Handle space;
@@ -127,7 +127,6 @@ Dataset open_column(hid_t group, const std::string& name, hid_t dapl) {
   d.dset = h5::open_dataset(group, name, dapl);
   d.type = h5::type_of_dataset(d.dset.id(), &d.width);
   if (d.type == Type::string) d.string_type = h5::string_type(d.width);
-  d.chunk_rows = h5::chunk_rows(d.dset.id());
   return d;
 }
 
@@ -423,6 +422,7 @@ struct ResultsWriter::Impl {
       if (!h5::exists(g_runs.id(), name))
         not_results(path, fmt::format("no column /runs/{}", name));
       runs.push_back(open_column(g_runs.id(), name, dapl));
+      runs.back().chunk_rows = h5::chunk_rows(runs.back().dset.id());
       if (runs.back().type != c.type)
         not_results(path, fmt::format("column /runs/{} has another type", name));
       if (c.name == "config_id") config_id_col = i;
