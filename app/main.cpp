@@ -175,9 +175,10 @@ int cmd_plan(const std::vector<std::string>& args) {
   }
   if (spec.sampling.kind == space::Sampling::Kind::adaptive) {
     fmt::print(
-        "spec {} ({} candidate configs, adaptive: {} measured, {} of them Sobol first; "
+        "spec {} ({} candidate configs, adaptive: {} measured, {} of them Sobol first{}; "
         "the table covers every candidate)\n",
-        spec.name, planned.size(), spec.sampling.count, spec.sampling.initial);
+        spec.name, planned.size(), spec.sampling.count, spec.sampling.initial,
+        spec.sampling.cost_aware ? ", the rest picked per predicted second" : "");
   } else {
     fmt::print("spec {} ({} configs, sampling by {})\n", spec.name, planned.size(),
                spec.sampling.kind == space::Sampling::Kind::grid ? "grid" : "sample");

@@ -4,7 +4,9 @@
 // random sampling and a coarser sub-grid, on a synthetic landscape with a known formula (the
 // whole grid scored against the formula) and on a measured FC grid of this machine (a results
 // file, measured once; a held-out third of it, the same for every method, scored against its
-// measurement: the methods pick from the other two thirds).
+// measurement: the methods pick from the other two thirds). Each method is also charged the
+// seconds its measurements take, so a cost-aware variant (what a pick teaches per predicted
+// second: `sampling: {adaptive: N, cost_aware: true}`) is compared per node-second.
 //
 //   bench_model [MEASURED.h5] [--repeat AGAIN.h5] [--seeds K (5)] [--noise SD (0.02)]
 //               [--synthetic-only]
@@ -16,6 +18,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -29,6 +32,8 @@
 #include "model/model.hpp"
 #include "model/synthetic.hpp"
 #include "space/grid.hpp"
+#include "space/spec.hpp"
+#include "store/results.hpp"
 
 using namespace dnnscape;
 
@@ -45,6 +50,10 @@ struct Landscape {
   // Without a formula: the configs every method is scored on, none of which it may measure
   // (truth holds the candidates only).
   std::vector<model::Point> held;
+  // Seconds the measurement of each truth point takes (charged to a method that measures it),
+  // and the settings the cost-aware rule predicts that time with.
+  std::vector<double> cost;
+  space::MeasureSettings measure;
 };
 
 std::vector<std::size_t> random_subset(std::size_t total, std::size_t n, std::uint64_t seed) {
@@ -60,10 +69,13 @@ std::vector<std::size_t> random_subset(std::size_t total, std::size_t n, std::ui
 Landscape hold_out(const Landscape& l, std::uint64_t seed) {
   Landscape out = l;
   out.truth.clear();
+  out.cost.clear();
   std::vector<char> held(l.truth.size(), 0);
   for (auto i : random_subset(l.truth.size(), l.truth.size() / 3, seed)) held[i] = 1;
-  for (std::size_t i = 0; i < l.truth.size(); ++i)
+  for (std::size_t i = 0; i < l.truth.size(); ++i) {
     (held[i] != 0 ? out.held : out.truth).push_back(l.truth[i]);
+    if (held[i] == 0) out.cost.push_back(l.cost[i]);
+  }
   return out;
 }
 
@@ -94,6 +106,7 @@ space::FamilyGrid grid_of(const std::vector<model::Point>& pts) {
 
 struct Err {
   double median = NAN, p90 = NAN;
+  double seconds = NAN;  // what measuring the configs took
 };
 
 // Median and p90 APE of the model fitted on `measured`: over the whole grid against the formula
@@ -114,7 +127,9 @@ Err error_of(const Landscape& l, const std::vector<std::size_t>& measured, std::
   o.seed = seed;
   const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
   const auto a = model::score(rest, panel.predict(rest));
-  return {a.median_ape, a.p90_ape};
+  double seconds = 0;
+  for (auto i : measured) seconds += l.cost[i];
+  return {a.median_ape, a.p90_ape, seconds};
 }
 
 std::unordered_map<std::string, std::size_t> index_of(const Landscape& l) {
@@ -162,8 +177,11 @@ std::vector<std::size_t> sub_grid(const Landscape& l, std::size_t n) {
 
 // The adaptive loop of orchestrator/adaptive.cpp on a landscape whose values are known, for a
 // budget of n: the spec's default initial max(8, n/5) Sobol configs, then batches of
-// max(2 x 4 workers, a tenth of the rest) picked by `rule`, refitting between batches.
-Err adaptive_run(const Landscape& l, std::size_t n, std::uint64_t seed, model::Selection rule) {
+// max(2 x 4 workers, a tenth of the rest) picked by `rule`, refitting between batches;
+// `per_second`: each pick's score divided by its predicted measuring time (the model's predicted
+// step time through the spec's measurement settings), as orchestrator/adaptive.cpp does.
+Err adaptive_run(const Landscape& l, std::size_t n, std::uint64_t seed, model::Selection rule,
+                 bool per_second = false) {
   n = std::min(n, l.truth.size());
   const auto pos = index_of(l);
   const std::size_t initial = std::max<std::size_t>(8, n / 5);
@@ -195,7 +213,11 @@ Err adaptive_run(const Landscape& l, std::size_t n, std::uint64_t seed, model::S
     o.seed = seed;
     const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
     const std::size_t k = std::min(batch, n - measured.size());
-    for (auto j : model::choose_batch(&panel, cand, k, seed * 1000003 + measured.size(), rule)) {
+    std::vector<double> cost;
+    if (per_second)
+      for (const auto& p : panel.predict(cand)) cost.push_back(l.measure.predicted_time_s(p.value));
+    for (auto j :
+         model::choose_batch(&panel, cand, k, seed * 1000003 + measured.size(), rule, cost)) {
       measured.push_back(cand_idx[j]);
       in[cand_idx[j]] = 1;
     }
@@ -210,32 +232,41 @@ double median(std::vector<double> v) {
                         : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// For each random budget n: how many adaptive measurements reach random's error at n, where
-// adaptive's curve first crosses it, interpolated linearly in log n and log error between the
-// budgets around the crossing ("<16" / ">192" outside), and that count over n.
-void print_reach(const char* what, const std::vector<std::size_t>& budgets,
-                 const std::map<std::size_t, double>& adaptive,
-                 const std::map<std::size_t, double>& random) {
-  fmt::print("  {} error: adaptive reaches random's error at n with", what);
-  for (auto n : budgets) {
-    const double target = random.at(n);
-    std::string need = fmt::format(">{}", budgets.back());
-    for (std::size_t j = 0; j < budgets.size(); ++j) {
-      const double e = adaptive.at(budgets[j]);
-      if (e > target) continue;
-      if (j == 0) {
-        need = fmt::format("<={} ({:.2f}x)", budgets[0],
-                           static_cast<double>(budgets[0]) / static_cast<double>(n));
-        break;
-      }
-      const double x0 = std::log(static_cast<double>(budgets[j - 1]));
-      const double x1 = std::log(static_cast<double>(budgets[j]));
-      const double y0 = std::log(adaptive.at(budgets[j - 1])), y1 = std::log(e);
-      const double x = y0 == y1 ? x1 : x0 + (std::log(target) - y0) * (x1 - x0) / (y1 - y0);
-      need = fmt::format("{:.0f} ({:.2f}x)", std::exp(x), std::exp(x) / static_cast<double>(n));
-      break;
+// Where a method's error curve (x: measurements or seconds, at each budget) first falls to
+// `target`: interpolated linearly in log x and log error between the budgets around the
+// crossing. Below the first budget: -(its x); never: NaN.
+double crossing(const std::vector<double>& x, const std::vector<double>& err, double target) {
+  for (std::size_t j = 0; j < x.size(); ++j) {
+    if (err[j] > target) continue;
+    if (j == 0) return -x[0];
+    const double x0 = std::log(x[j - 1]), x1 = std::log(x[j]);
+    const double y0 = std::log(err[j - 1]), y1 = std::log(err[j]);
+    return std::exp(y0 == y1 ? x1 : x0 + (std::log(target) - y0) * (x1 - x0) / (y1 - y0));
+  }
+  return NAN;
+}
+
+// For each random budget n: what `method` needs (measurements, or seconds of measuring) to reach
+// random's error at n, and that over what random needed.
+void print_reach(const std::string& what, const std::vector<double>& method_x,
+                 const std::vector<double>& method_err, const std::vector<double>& random_x,
+                 const std::vector<double>& random_err, const std::vector<std::size_t>& budgets,
+                 bool seconds) {
+  fmt::print("  {}:", what);
+  for (std::size_t i = 0; i < budgets.size(); ++i) {
+    const double need = crossing(method_x, method_err, random_err[i]);
+    const auto amount = [&](double v) {
+      return seconds ? fmt::format("{:.0f} s", v) : fmt::format("{:.0f}", v);
+    };
+    std::string cell;
+    if (std::isnan(need)) {
+      cell = fmt::format(">{}", amount(method_x.back()));
+    } else if (need < 0) {
+      cell = fmt::format("<={} ({:.2f}x)", amount(-need), -need / random_x[i]);
+    } else {
+      cell = fmt::format("{} ({:.2f}x)", amount(need), need / random_x[i]);
     }
-    fmt::print(" n={}: {}", n, need);
+    fmt::print(" n={}: {}", budgets[i], cell);
   }
   fmt::print("\n");
 }
@@ -246,48 +277,81 @@ void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds)
   fmt::print("\n{}: {} configs{}. Absolute % error, median / p90 (each the median over {} seeds)\n",
              l.name, l.truth.size(),
              held > 0 ? fmt::format(", {} held out per seed", held) : std::string(), seeds);
-  fmt::print("{:>9} {:>15} {:>15} {:>15} {:>15} {:>7}\n", "measured", "adaptive", "max-sd",
-             "random", "sub-grid", "sub n");
-  std::map<std::size_t, std::vector<double>> ad, ad90, ms, ms90, rn, rn90, sg50, sg90, sgn;
+  // Methods: 0 adaptive (the sweep's default rule), 1 max-sd, 2 adaptive per predicted second
+  // (cost_aware), 3 random, 4 sub-grid.
+  constexpr int kMethods = 5;
+  const std::array<const char*, kMethods> names = {"adaptive", "max-sd", "per-second", "random",
+                                                   "sub-grid"};
+  fmt::print("{:>9}", "measured");
+  for (auto name : names) fmt::print(" {:>15}", name);
+  fmt::print(" {:>7}\n", "sub n");
+  // [method][budget index] -> per-seed values
+  std::vector<std::vector<std::vector<Err>>> e(kMethods,
+                                               std::vector<std::vector<Err>>(budgets.size()));
+  std::vector<std::vector<double>> sgn(budgets.size());
   for (int s = 0; s < seeds; ++s) {
     const auto seed = static_cast<std::uint64_t>(s + 1);
     const Landscape ls = l.exact.empty() ? hold_out(l, 500 + seed) : l;
-    for (auto n : budgets) {
-      const auto e = adaptive_run(ls, n, seed, model::Selection::variance_reduction);
-      ad[n].push_back(e.median);
-      ad90[n].push_back(e.p90);
-      const auto m = adaptive_run(ls, n, seed, model::Selection::max_sd);
-      ms[n].push_back(m.median);
-      ms90[n].push_back(m.p90);
-    }
-    for (auto n : budgets) {
-      const auto e = error_of(ls, random_subset(ls.truth.size(), n, 100 + seed), seed);
-      rn[n].push_back(e.median);
-      rn90[n].push_back(e.p90);
+    for (std::size_t b = 0; b < budgets.size(); ++b) {
+      const auto n = budgets[b];
+      e[0][b].push_back(adaptive_run(ls, n, seed, model::Selection::variance_reduction));
+      e[1][b].push_back(adaptive_run(ls, n, seed, model::Selection::max_sd));
+      e[2][b].push_back(adaptive_run(ls, n, seed, model::Selection::variance_reduction, true));
+      e[3][b].push_back(error_of(ls, random_subset(ls.truth.size(), n, 100 + seed), seed));
       const auto sg = sub_grid(ls, n);
       if (sg.size() < 8) continue;  // too coarse to fit
-      const Err sub = error_of(ls, sg, seed);
-      sg50[n].push_back(sub.median);
-      sg90[n].push_back(sub.p90);
-      sgn[n].push_back(static_cast<double>(sg.size()));
+      e[4][b].push_back(error_of(ls, sg, seed));
+      sgn[b].push_back(static_cast<double>(sg.size()));
     }
   }
-  std::map<std::size_t, double> a50, a90, r50, r90;
-  for (auto n : budgets) {
-    a50[n] = median(ad[n]);
-    a90[n] = median(ad90[n]);
-    r50[n] = median(rn[n]);
-    r90[n] = median(rn90[n]);
-    const auto cell = [](double a, double b) {
-      return fmt::format("{:.1f}/{:.1f}%", 100 * a, 100 * b);
-    };
-    fmt::print("{:>9} {:>15} {:>15} {:>15} {:>15} {:>7}\n", n, cell(a50[n], a90[n]),
-               cell(median(ms[n]), median(ms90[n])), cell(r50[n], r90[n]),
-               sgn[n].empty() ? std::string("-") : cell(median(sg50[n]), median(sg90[n])),
-               sgn[n].empty() ? std::string("-") : fmt::format("{:.0f}", median(sgn[n])));
+  // Medians over the seeds: [method][budget].
+  const auto med = [&](int m, double Err::*field) {
+    std::vector<double> out;
+    for (const auto& per_seed : e[static_cast<std::size_t>(m)]) {
+      std::vector<double> v;
+      for (const auto& x : per_seed) v.push_back(x.*field);
+      out.push_back(median(v));
+    }
+    return out;
+  };
+  std::vector<std::vector<double>> m50, m90, sec;
+  for (int m = 0; m < kMethods; ++m) {
+    m50.push_back(med(m, &Err::median));
+    m90.push_back(med(m, &Err::p90));
+    sec.push_back(med(m, &Err::seconds));
   }
-  print_reach("median", budgets, a50, r50);
-  print_reach("p90", budgets, a90, r90);
+  const auto cell = [](double a, double b) {
+    return std::isnan(a) ? std::string("-") : fmt::format("{:.1f}/{:.1f}%", 100 * a, 100 * b);
+  };
+  for (std::size_t b = 0; b < budgets.size(); ++b) {
+    fmt::print("{:>9}", budgets[b]);
+    for (int m = 0; m < kMethods; ++m) {
+      const auto mi = static_cast<std::size_t>(m);
+      fmt::print(" {:>15}", cell(m50[mi][b], m90[mi][b]));
+    }
+    fmt::print(" {:>7}\n",
+               sgn[b].empty() ? std::string("-") : fmt::format("{:.0f}", median(sgn[b])));
+  }
+  fmt::print("{:>9}", "seconds");
+  fmt::print("  (of measuring, median over seeds, at n = {} / {})\n", budgets.front(),
+             budgets.back());
+  fmt::print("{:>9}", "");
+  for (int m = 0; m < kMethods - 1; ++m) {
+    const auto mi = static_cast<std::size_t>(m);
+    fmt::print(" {:>15}", fmt::format("{:.0f} / {:.0f}", sec[mi].front(), sec[mi].back()));
+  }
+  fmt::print("\n");
+  std::vector<double> counts;
+  for (auto n : budgets) counts.push_back(static_cast<double>(n));
+  fmt::print(" Measurements to reach random's error at n, and that over n:\n");
+  print_reach("adaptive, median error", counts, m50[0], counts, m50[3], budgets, false);
+  print_reach("adaptive, p90 error   ", counts, m90[0], counts, m90[3], budgets, false);
+  print_reach("per-second, median    ", counts, m50[2], counts, m50[3], budgets, false);
+  fmt::print(
+      " Seconds of measuring to reach random's error at n, and that over random's seconds:\n");
+  print_reach("adaptive, median error  ", sec[0], m50[0], sec[3], m50[3], budgets, true);
+  print_reach("per-second, median error", sec[2], m50[2], sec[3], m50[3], budgets, true);
+  print_reach("per-second, p90 error   ", sec[2], m90[2], sec[3], m90[3], budgets, true);
   fmt::print("  ({:.0f} s)\n",
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
@@ -357,6 +421,9 @@ int main(int argc, char** argv) {
   syn.truth = model::synthetic::fc_measured(configs, noise, 5);
   for (const auto& p : syn.truth) syn.exact.push_back(model::synthetic::fc_time_s(p));
   syn.grid = grid_of(syn.truth);
+  // Charged as if measured with bench/model-fc.yaml's settings.
+  syn.measure = {0.05, 3, 30, 0.03, 1.5};
+  for (double t : syn.exact) syn.cost.push_back(syn.measure.predicted_time_s(t));
   run(syn, budgets, seeds);
   if (synthetic_only) return 0;
 
@@ -374,6 +441,18 @@ int main(int argc, char** argv) {
   real.system = data.system;
   real.truth = std::move(data.points);
   real.grid = grid_of(real.truth);
+  // What each config's measurement took: warm-up (at least one step), its repetitions and the
+  // build plus profiled pass (two steps), with the file's own measurement settings.
+  real.measure =
+      space::parse_spec(store::ResultsReader(measured).meta().spec_yaml, measured.string()).measure;
+  std::unordered_map<std::string, double> reps;
+  for (const auto& p : model::read_points(measured, "reps").points)
+    reps.emplace(p.config.config_id(), p.value);
+  for (const auto& p : real.truth) {
+    const auto it = reps.find(p.config.config_id());
+    const double r = it == reps.end() ? 30.0 : it->second;
+    real.cost.push_back(std::max(real.measure.warmup_s, p.value) + (r + 2) * p.value);
+  }
   run(real, budgets, seeds);
   if (!repeat.empty()) {
     const auto again = model::read_points(repeat, "step_time_s");

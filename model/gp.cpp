@@ -238,10 +238,12 @@ std::vector<double> Gp::loo_z() const {
   return z;
 }
 
-std::vector<std::pair<std::size_t, double>> Gp::select_batch(const Eigen::MatrixXd& xs,
-                                                             const Eigen::MatrixXd& hs,
-                                                             std::size_t k, bool integrated) const {
+std::vector<std::pair<std::size_t, double>> Gp::select_batch(
+    const Eigen::MatrixXd& xs, const Eigen::MatrixXd& hs, std::size_t k, bool integrated,
+    const std::vector<double>& cost) const {
   const Eigen::Index m = xs.rows();
+  if (!cost.empty() && cost.size() != static_cast<std::size_t>(m))
+    throw std::invalid_argument("select_batch: one cost per query row");
   Eigen::MatrixXd v = matern52(x_, xs, hyper_);  // n x m, then L^-1 K*
   chol_.matrixL().solveInPlace(v);
   const Eigen::MatrixXd r = hs.transpose() - g_.transpose() * v;  // p x m
@@ -276,9 +278,10 @@ std::vector<std::pair<std::size_t, double>> Gp::select_batch(const Eigen::Matrix
     double best = -1;
     for (Eigen::Index i = 0; i < m; ++i) {
       if (taken[static_cast<std::size_t>(i)] != 0) continue;
-      const double gain =
-          integrated ? cref.row(i).squaredNorm() / (std::max(var(i), 0.0) + hyper_.noise_var)
-                     : var(i);
+      double gain = integrated
+                        ? cref.row(i).squaredNorm() / (std::max(var(i), 0.0) + hyper_.noise_var)
+                        : var(i);
+      if (!cost.empty()) gain /= std::max(cost[static_cast<std::size_t>(i)], 1e-12);
       if (gain > best) {
         best = gain;
         c = i;

@@ -49,10 +49,12 @@ class Gp {
   // predictive variance summed over all query rows (integrated; else: the largest variance
   // itself), conditioned on the picks before it as if they had been measured, so a batch
   // spreads out instead of piling onto one uncertain corner. Variances and covariances include
-  // the trend's share. Returns (row, square root of its score).
+  // the trend's share. With `cost` (one positive value per query row, e.g. the seconds its
+  // measurement takes), a pick's score is divided by its cost: what it teaches per second.
+  // Returns (row, square root of its score).
   [[nodiscard]] std::vector<std::pair<std::size_t, double>> select_batch(
-      const Eigen::MatrixXd& xs, const Eigen::MatrixXd& hs, std::size_t k,
-      bool integrated = true) const;
+      const Eigen::MatrixXd& xs, const Eigen::MatrixXd& hs, std::size_t k, bool integrated = true,
+      const std::vector<double>& cost = {}) const;
 
   // Leave-one-out residuals of the training points in standard deviations (R&W eq. 5.12, with
   // the trend held fixed): alpha_i / sqrt([K^-1]_ii).

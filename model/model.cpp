@@ -375,16 +375,20 @@ std::vector<Prediction> Panel::predict(const std::vector<Point>& points) const {
 }
 
 std::vector<std::pair<std::size_t, double>> Panel::select(const std::vector<Point>& points,
-                                                          std::size_t k, Selection rule) const {
+                                                          std::size_t k, Selection rule,
+                                                          const std::vector<double>& cost) const {
   std::vector<std::vector<double>> rows;
   rows.reserve(points.size());
   for (const auto& p : points) rows.push_back(feature_row(p));
   return posterior_->gp.select_batch(inputs(rows, features_.size()), basis(rows, features_), k,
-                                     rule == Selection::variance_reduction);
+                                     rule == Selection::variance_reduction, cost);
 }
 
 std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Point>& candidates,
-                                      std::size_t k, std::uint64_t seed, Selection rule) {
+                                      std::size_t k, std::uint64_t seed, Selection rule,
+                                      const std::vector<double>& cost) {
+  if (!cost.empty() && cost.size() != candidates.size())
+    throw std::invalid_argument("choose_batch: one cost per candidate");
   k = std::min(k, candidates.size());
   std::vector<std::size_t> out;
   std::vector<char> taken(candidates.size(), 0);
@@ -398,10 +402,16 @@ std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Poin
         order.begin() + static_cast<std::ptrdiff_t>(std::min(kMaxScored, candidates.size())));
     std::sort(scored.begin(), scored.end());
     std::vector<Point> subset;
-    if (scored.size() < candidates.size())
-      for (auto i : scored) subset.push_back(candidates[i]);
-    const auto& pts = scored.size() < candidates.size() ? subset : candidates;
-    for (const auto& [j, gain] : panel->select(pts, k, rule)) {
+    std::vector<double> subset_cost;
+    if (scored.size() < candidates.size()) {
+      for (auto i : scored) {
+        subset.push_back(candidates[i]);
+        if (!cost.empty()) subset_cost.push_back(cost[i]);
+      }
+    }
+    const bool all = scored.size() == candidates.size();
+    for (const auto& [j, gain] :
+         panel->select(all ? candidates : subset, k, rule, all ? cost : subset_cost)) {
       const std::size_t i = scored[j];
       out.push_back(i);
       taken[i] = 1;

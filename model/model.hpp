@@ -92,10 +92,11 @@ class Panel {
   [[nodiscard]] std::vector<Prediction> predict(const std::vector<Point>& points) const;
 
   // Up to k of `points` to measure next by `rule` (see Selection), each conditioned on the
-  // picks before it. (index into points, square root of the pick's score) in pick order.
+  // picks before it; with `cost` (one per point, > 0) the score per unit of cost.
+  // (index into points, square root of the pick's score) in pick order.
   [[nodiscard]] std::vector<std::pair<std::size_t, double>> select(
       const std::vector<Point>& points, std::size_t k,
-      Selection rule = Selection::variance_reduction) const;
+      Selection rule = Selection::variance_reduction, const std::vector<double>& cost = {}) const;
 
   [[nodiscard]] nlohmann::json to_json() const;
   static Panel from_json(const nlohmann::json& j);
@@ -136,10 +137,13 @@ class Panel {
 
 // The next k of `candidates` to measure (indices, distinct), as adaptive sampling picks them:
 // by `rule`, each pick conditioned on the picks before it as if they had been measured (so a
-// batch spreads out). Without a panel (too few rows yet) all k are random (seeded).
+// batch spreads out). With `cost` (one per candidate, > 0: the seconds its measurement would
+// take) a pick maximises what it teaches per second instead. Without a panel (too few rows yet)
+// all k are random (seeded).
 std::vector<std::size_t> choose_batch(const Panel* panel, const std::vector<Point>& candidates,
                                       std::size_t k, std::uint64_t seed,
-                                      Selection rule = Selection::variance_reduction);
+                                      Selection rule = Selection::variance_reduction,
+                                      const std::vector<double>& cost = {});
 
 // Accuracy on held-out points: absolute percentage errors of the predicted median and coverage
 // of the 90% intervals.

@@ -97,8 +97,14 @@ std::vector<PlannedConfig> AdaptiveSampler::next_batch(std::size_t k) const {
     const auto panel = std::find_if(panels.begin(), panels.end(),
                                     [&](const model::Panel& m) { return m.family() == family; });
     const auto seed = spec_.sampling.seed * 1000003 + static_cast<std::uint64_t>(measured_) + f;
-    for (auto j : model::choose_batch(panel == panels.end() ? nullptr : &*panel, pts,
-                                      static_cast<std::size_t>(share[f]), seed))
+    const model::Panel* m = panel == panels.end() ? nullptr : &*panel;
+    // cost_aware: a candidate's cost is the predicted wall time of measuring it, from the
+    // model's predicted step time through the spec's measurement settings.
+    std::vector<double> cost;
+    if (spec_.sampling.cost_aware && m != nullptr)
+      for (const auto& p : m->predict(pts)) cost.push_back(spec_.measure.predicted_time_s(p.value));
+    for (auto j : model::choose_batch(m, pts, static_cast<std::size_t>(share[f]), seed,
+                                      model::Selection::variance_reduction, cost))
       batch.push_back(planned_[idx[f][j]]);
   }
   return batch;

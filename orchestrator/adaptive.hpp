@@ -1,6 +1,7 @@
 // Adaptive sampling on the master (spec `sampling: {adaptive: N, initial: M, seed: S}`): measure
 // M space-filling configs, then batches of the candidates the performance model is least sure
-// of, refitting between batches, until N are measured; then predict the whole grid.
+// of (per predicted second of measuring with cost_aware), refitting between batches, until N are
+// measured; then predict the whole grid.
 #pragma once
 
 #include <cstdint>

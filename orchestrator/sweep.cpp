@@ -84,11 +84,8 @@ std::vector<PlannedConfig> plan_configs(const space::Spec& spec, const worker::P
         std::isfinite(pred.metrics.predicted_time_s) ? pred.metrics.predicted_time_s : 0.0;
     p.skip_reason =
         pred.status == store::status::ok ? worker::skip_reason(c, spec.limits) : pred.message;
-    p.predicted_total_s = p.skip_reason.empty() ? worker::predicted_config_time_s(
-                                                      p.predicted_step_s, spec.measure.warmup_s,
-                                                      spec.measure.min_reps, spec.measure.max_reps,
-                                                      spec.measure.max_time_s)
-                                                : 0.0;
+    p.predicted_total_s =
+        p.skip_reason.empty() ? spec.measure.predicted_time_s(p.predicted_step_s) : 0.0;
     out.push_back(std::move(p));
   }
   std::stable_sort(out.begin(), out.end(), [](const PlannedConfig& a, const PlannedConfig& b) {

@@ -42,8 +42,8 @@ constexpr std::array<std::string_view, 9> kAlgorithms{"default",  "best",  "dire
 constexpr std::array<std::string_view, 8> kIsaCaps{
     "none",           "sse41", "avx", "avx2", "avx512_core", "avx512_core_vnni", "avx512_core_bf16",
     "avx512_core_amx"};
-constexpr std::array<std::string_view, 5> kSamplingKeys{"random", "sobol", "adaptive", "initial",
-                                                        "seed"};
+constexpr std::array<std::string_view, 6> kSamplingKeys{"random",  "sobol", "adaptive",
+                                                        "initial", "seed",  "cost_aware"};
 constexpr std::array<std::string_view, 5> kMeasureKeys{"warmup_s", "min_reps", "max_reps",
                                                        "target_ci", "max_time_s"};
 constexpr std::array<std::string_view, 2> kLimitKeys{"memory_fraction", "timeout_s"};
@@ -470,7 +470,7 @@ SamplingRead Reader::read_sampling(const std::optional<Field>& f) const {
   const auto expected = [&] {
     fail(f->mark(), f->path,
          fmt::format("expected grid, {{random: N, seed: S}}, {{sobol: N, seed: S}} or "
-                     "{{adaptive: N, initial: M, seed: S}}, got {}",
+                     "{{adaptive: N, initial: M, seed: S, cost_aware: false}}, got {}",
                      describe(f->value)));
   };
   if (f->value.IsScalar() && f->value.Scalar() == "grid") return s;
@@ -503,6 +503,15 @@ SamplingRead Reader::read_sampling(const std::optional<Field>& f) const {
             fmt::format("must be at most adaptive ({}), got {}", s.sampling.count,
                         s.sampling.initial));
     }
+  }
+  if (const auto cost = find(given, "cost_aware")) {
+    if (!adaptive) fail(cost->key, cost->path, "only adaptive sampling takes cost_aware");
+    const bool plain = plain_scalar(cost->value);
+    const std::string v = plain ? cost->value.Scalar() : std::string();
+    if (v != "true" && v != "false")
+      fail(cost->mark(), cost->path,
+           fmt::format("expected true or false, got {}", describe(cost->value)));
+    s.sampling.cost_aware = v == "true";
   }
   if (const auto seed = find(given, "seed")) {
     s.sampling.seed = read_uint(*seed);
@@ -655,6 +664,15 @@ Spec Reader::read(const std::string& text) const {
 }
 
 }  // namespace
+
+double MeasureSettings::predicted_time_s(double step_s) const {
+  // Steps usually converge after a few dozen repetitions; warm-up is at least one step, and the
+  // build plus profiled pass cost about two more.
+  const double reps =
+      std::clamp(30.0, static_cast<double>(min_reps), static_cast<double>(max_reps));
+  return std::max(warmup_s, step_s) + std::min(reps * step_s, std::max(max_time_s, step_s)) +
+         2 * step_s;
+}
 
 Spec parse_spec(const std::string& yaml_text, const std::string& name_for_errors) {
   return Reader(name_for_errors).read(yaml_text);

@@ -23,6 +23,11 @@ struct MeasureSettings {
   std::int64_t max_reps = 200;
   double target_ci = 0.02;  // half-width of the 95% CI of the median, relative to the median
   double max_time_s = 20;
+
+  // Predicted wall time of measuring one config whose step takes `step_s`: warm-up, the
+  // repetitions, the build and the profiled pass, bounded by these settings. Orders the work,
+  // feeds `plan`, the ETA and cost-aware adaptive sampling.
+  [[nodiscard]] double predicted_time_s(double step_s) const;
 };
 
 struct Limits {
@@ -36,6 +41,8 @@ struct Sampling {
   std::int64_t count = 0;    // random / sobol: configs drawn; adaptive: configs measured in all
   std::int64_t initial = 0;  // adaptive: space-filling (Sobol) configs measured before the model
   std::uint64_t seed = 0;
+  // adaptive: pick what teaches the most per predicted second of measuring, not per config.
+  bool cost_aware = false;
 };
 
 struct Spec {

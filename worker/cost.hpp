@@ -16,9 +16,4 @@ double peak_gflops_for(const Peaks& peaks, const std::string& dtype);
 double predicted_step_time_s(const ModelCounts& counts, const Peaks& peaks,
                              const std::string& dtype);
 
-// Predicted wall time of measuring one config: warm-up + repetitions + profiled pass, bounded by
-// the measurement settings; used for ETAs.
-double predicted_config_time_s(double step_time_s, double warmup_s, long min_reps, long max_reps,
-                               double max_time_s);
-
 }  // namespace dnnscape::worker

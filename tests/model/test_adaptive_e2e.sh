@@ -63,4 +63,12 @@ check "$out" 20
 expect_exit 0 mpirun --oversubscribe --bind-to none -np 3 "$DNNSCAPE" run "$spec" -o "$WORK/farm.h5" --plain-progress
 grep -q "adaptive: 20 of 60 configs measured" "$WORK/err" || { cat "$WORK/out" "$WORK/err"; fail "farm adaptive"; }
 check "$WORK/farm.h5" 20
+# cost_aware: the same budget, picked per predicted second; the spec records the choice.
+sed 's/seed: 1}/seed: 1, cost_aware: true}/' "$spec" >"$WORK/cost.yaml"
+grep -q "cost_aware: true" "$WORK/cost.yaml" || fail "could not write the cost_aware spec"
+expect_exit 0 "$DNNSCAPE" plan "$WORK/cost.yaml"
+grep -q "8 of them Sobol first, the rest picked per predicted second" "$WORK/out" || { cat "$WORK/out"; fail "plan of a cost_aware spec"; }
+expect_exit 0 "$DNNSCAPE" run "$WORK/cost.yaml" -o "$WORK/cost.h5" --plain-progress
+grep -q "adaptive: 20 of 60 configs measured; predicted 60" "$WORK/err" || { cat "$WORK/err"; fail "cost_aware adaptive"; }
+check "$WORK/cost.h5" 20
 echo "adaptive e2e test passed"

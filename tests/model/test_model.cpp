@@ -125,12 +125,21 @@ TEST_CASE("a model file round-trips and a foreign file is refused in one line") 
                        ModelError);
 }
 
-TEST_CASE("a batch is k distinct candidates, spread out, and random without a model") {
-  const auto grid = synthetic::fc_grid(8, 2048, 4096);
-  auto all = synthetic::fc_measured(grid, 0.02, 3);
+namespace {
+
+// A synthetic FC grid with every ninth config measured: the unmeasured candidates and the model
+// fitted on the measured ones.
+std::pair<std::vector<Point>, Panel> ninth_measured() {
+  const auto all = synthetic::fc_measured(synthetic::fc_grid(8, 2048, 4096), 0.02, 3);
   std::vector<Point> train, cand;
   for (std::size_t i = 0; i < all.size(); ++i) (i % 9 == 0 ? train : cand).push_back(all[i]);
-  const Panel panel = Panel::fit(synthetic::system(), space::Family::fc, train);
+  return {cand, Panel::fit(synthetic::system(), space::Family::fc, train)};
+}
+
+}  // namespace
+
+TEST_CASE("a batch is k distinct candidates, spread out, and random without a model") {
+  const auto [cand, panel] = ninth_measured();
   for (const auto rule : {Selection::variance_reduction, Selection::max_sd}) {
     const auto batch = choose_batch(&panel, cand, 12, 1, rule);
     REQUIRE(batch.size() == 12);
@@ -175,4 +184,29 @@ TEST_CASE("variance reduction picks where the candidates are, max sd the far cor
   CHECK(ivr[0].first <= 14);
   // Conditioned on the first pick, the second one is not its neighbour.
   CHECK(std::abs(static_cast<int>(ivr[1].first) - static_cast<int>(ivr[0].first)) >= 4);
+}
+
+TEST_CASE("with costs, a batch buys what teaches the most per second") {
+  const auto [cand, panel] = ninth_measured();
+  std::vector<double> cost;
+  for (const auto& p : cand) cost.push_back(synthetic::fc_time_s(p));
+  const auto total = [&](const std::vector<std::size_t>& batch) {
+    double s = 0;
+    for (auto i : batch) s += cost[i];
+    return s;
+  };
+  const auto plain = choose_batch(&panel, cand, 12, 1);
+  const auto cheap = choose_batch(&panel, cand, 12, 1, Selection::variance_reduction, cost);
+  REQUIRE(cheap.size() == 12);
+  CHECK(std::set<std::size_t>(cheap.begin(), cheap.end()).size() == 12);
+  CHECK(total(cheap) < 0.2 * total(plain));
+  // Still spread out, not twelve copies of the cheapest corner.
+  std::set<std::pair<std::int64_t, std::int64_t>> shapes;
+  for (auto i : cheap) shapes.insert({cand[i].config.layers, cand[i].config.nodes});
+  CHECK(shapes.size() >= 6);
+  // Equal costs change nothing.
+  CHECK(choose_batch(&panel, cand, 12, 1, Selection::variance_reduction,
+                     std::vector<double>(cand.size(), 3.0)) == plain);
+  CHECK_THROWS_AS(choose_batch(&panel, cand, 12, 1, Selection::variance_reduction, {1.0, 2.0}),
+                  std::invalid_argument);
 }

@@ -299,6 +299,11 @@ TEST_CASE("adaptive sampling: the grid is the candidates, initial is a Sobol sub
   CHECK(parse_spec(with_sampling("{adaptive: 100}"), "a.yaml").sampling.initial == 20);
   CHECK(parse_spec(with_sampling("{adaptive: 30}"), "a.yaml").sampling.initial == 8);
   CHECK(parse_spec(with_sampling("{adaptive: 5}"), "a.yaml").sampling.initial == 5);
+  // cost_aware: off unless asked for.
+  CHECK_FALSE(parse_spec(with_sampling("{adaptive: 5}"), "a.yaml").sampling.cost_aware);
+  CHECK(parse_spec(with_sampling("{adaptive: 5, cost_aware: true}"), "a.yaml").sampling.cost_aware);
+  CHECK_FALSE(
+      parse_spec(with_sampling("{adaptive: 5, cost_aware: false}"), "a.yaml").sampling.cost_aware);
 }
 
 TEST_CASE("sampling splits N across families proportionally to their grid sizes") {
@@ -420,7 +425,7 @@ TEST_CASE("malformed specs give one exact line: FILE:LINE:COL: key: message") {
       {kTinyFc + "knobs:\n", "bad.yaml:9:1: knobs: expected a map, got nothing"},
       {kTinyFc + "sampling: lhs\n",
        "bad.yaml:9:11: sampling: expected grid, {random: N, seed: S}, {sobol: N, seed: S} or "
-       "{adaptive: N, initial: M, seed: S}, got 'lhs'"},
+       "{adaptive: N, initial: M, seed: S, cost_aware: false}, got 'lhs'"},
       {kTinyFc + "sampling: {random: 1, sobol: 1}\n",
        "bad.yaml:9:23: sampling: give exactly one of random, sobol or adaptive"},
       {kTinyFc + "sampling: {random: 1, adaptive: 1}\n",
@@ -438,11 +443,15 @@ TEST_CASE("malformed specs give one exact line: FILE:LINE:COL: key: message") {
       {kTinyFc + "sampling: {adaptive: 1, seed: 99999999999}\n",
        "bad.yaml:9:31: sampling.seed: a Sobol seed (points skipped) must be at most 4294967295, "
        "got 99999999999"},
+      {kTinyFc + "sampling: {random: 1, cost_aware: true}\n",
+       "bad.yaml:9:23: sampling.cost_aware: only adaptive sampling takes cost_aware"},
+      {kTinyFc + "sampling: {adaptive: 1, cost_aware: yes}\n",
+       "bad.yaml:9:37: sampling.cost_aware: expected true or false, got 'yes'"},
       {kTinyFc + "sampling: {seed: 1}\n",
        "bad.yaml:9:11: sampling: give exactly one of random, sobol or adaptive"},
       {kTinyFc + "sampling: {random: 1, seeds: 1}\n",
        "bad.yaml:9:23: sampling.seeds: unknown key (expected one of: random, sobol, adaptive, "
-       "initial, seed)"},
+       "initial, seed, cost_aware)"},
       {kTinyFc + "sampling: {random: 2, seed: 1}\n",
        "bad.yaml:9:20: sampling.random: 2 configs requested, but the grid holds only 1"},
       {kTinyFc + "sampling: {sobol: 0}\n",
