@@ -82,11 +82,22 @@ ModelFitResult fit_landscape(const ModelFitOptions& o) {
           r.extrapolation = model::extrapolation_test(system, family, r.points, o.extrapolate,
                                                       o.extrapolate_threshold, o.fit);
       }
+      if (r.extrapolation && r.cv.n == r.points.size()) {
+        std::vector<char> above;
+        for (const auto& p : r.points)
+          above.push_back(*space::int_param(p.config, r.extrapolation->parameter) >
+                                  r.extrapolation->threshold
+                              ? 1
+                              : 0);
+        r.cv_extrapolated_rows = r.cv.subset(above);
+      }
       nlohmann::json a = {{"system", r.system},
                           {"family", space::to_string(family)},
                           {"rows", r.points.size()},
                           {"cv", r.cv.to_json()}};
       a["extrapolation"] = r.extrapolation ? r.extrapolation->to_json() : nlohmann::json();
+      if (r.extrapolation && r.cv_extrapolated_rows.n > 0)
+        a["extrapolation"]["cv_same_rows"] = r.cv_extrapolated_rows.to_json();
       accuracy.push_back(a);
       result.panels.push_back(std::move(r));
     }
@@ -129,6 +140,13 @@ std::string ModelFitResult::finding() const {
         s += fmt::format(" ({:.2f}x the cross-validated error)",
                          e.accuracy.median_ape / r.cv.median_ape);
       s += '\n';
+      if (const auto& c = r.cv_extrapolated_rows; c.n > 0 && c.median_ape > 0) {
+        s += fmt::format(
+            "    the same {} rows in cross-validation: median abs. error {}, p90 {}, coverage {} "
+            "(extrapolating them errs {:.2f}x as much)\n",
+            c.n, pct(c.median_ape), pct(c.p90_ape), pct(c.coverage90),
+            e.accuracy.median_ape / c.median_ape);
+      }
     }
   }
   return s;

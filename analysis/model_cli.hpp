@@ -27,6 +27,10 @@ struct PanelReport {
   std::vector<model::Point> points;  // the panel's training rows (CV order = this order)
   model::Accuracy cv;
   std::optional<model::ExtrapolationTest> extrapolation;
+  // The cross-validated accuracy of the rows the extrapolation test predicts: how well the same
+  // configs are predicted from neighbours on both sides, to tell "hard to extrapolate" from
+  // "hard to predict at all" (noisier configs).
+  model::Accuracy cv_extrapolated_rows;
 };
 
 struct ModelFitResult {

@@ -523,6 +523,22 @@ Accuracy score(const std::vector<Point>& truth, const std::vector<Prediction>& p
   return a;
 }
 
+Accuracy Accuracy::subset(const std::vector<char>& keep) const {
+  if (keep.size() != measured.size())
+    throw std::invalid_argument("Accuracy::subset: one flag per point");
+  std::vector<Point> truth;
+  std::vector<Prediction> pred;
+  for (std::size_t i = 0; i < keep.size(); ++i) {
+    if (keep[i] == 0) continue;
+    truth.emplace_back().value = measured[i];
+    auto& p = pred.emplace_back();
+    p.value = predicted[i];
+    p.lower = lower[i];
+    p.upper = upper[i];
+  }
+  return score(truth, pred);
+}
+
 nlohmann::json Accuracy::to_json() const {
   return {{"n", n}, {"median_ape", median_ape}, {"p90_ape", p90_ape}, {"coverage90", coverage90}};
 }

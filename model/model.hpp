@@ -154,6 +154,8 @@ struct Accuracy {
   double coverage90 = std::numeric_limits<double>::quiet_NaN();
   std::vector<double> measured, predicted, lower, upper;  // per held-out point (input order)
   [[nodiscard]] nlohmann::json to_json() const;           // the summary, not the points
+  // The same figures over the points with keep[i] != 0 (keep: one flag per point).
+  [[nodiscard]] Accuracy subset(const std::vector<char>& keep) const;
 };
 
 Accuracy score(const std::vector<Point>& truth, const std::vector<Prediction>& predicted);

@@ -210,3 +210,22 @@ TEST_CASE("with costs, a batch buys what teaches the most per second") {
   CHECK_THROWS_AS(choose_batch(&panel, cand, 12, 1, Selection::variance_reduction, {1.0, 2.0}),
                   std::invalid_argument);
 }
+
+TEST_CASE("an accuracy's subset has the figures of its points alone") {
+  std::vector<Point> truth(4);
+  std::vector<Prediction> pred(4);
+  const double measured[] = {1, 2, 4, 8}, predicted[] = {1.1, 2, 2, 8.8};
+  for (std::size_t i = 0; i < 4; ++i) {
+    truth[i].value = measured[i];
+    pred[i].value = predicted[i];
+    pred[i].lower = 0.95 * predicted[i];
+    pred[i].upper = 1.05 * predicted[i];
+  }
+  const auto all = score(truth, pred);
+  const auto sub = all.subset({1, 0, 1, 0});
+  CHECK(sub.n == 2);
+  CHECK(sub.median_ape == doctest::Approx(0.3));  // 10% and 50%
+  CHECK(sub.coverage90 == doctest::Approx(0.0));
+  CHECK(all.subset({0, 1, 0, 0}).coverage90 == doctest::Approx(1.0));
+  CHECK_THROWS_AS((void)all.subset({1}), std::invalid_argument);
+}

@@ -26,6 +26,9 @@ assert 0 < cv["median_ape"] < 1.0, cv
 assert 0.4 <= cv["coverage90"] <= 1.0, cv
 e = p["extrapolation"]
 assert e["parameter"] == "batch" and e["threshold"] == 16 and e["train"] == 24 and e["n"] == 24, e
+# The same 24 rows as cross-validation predicted them, to compare like with like.
+same = e["cv_same_rows"]
+assert same["n"] == 24 and 0 < same["median_ape"] < 1.0 and 0 <= same["coverage90"] <= 1, same
 assert "log2 batch" in p["features"] and "log2 roofline_s" in p["features"], p["features"]
 assert m["schema"] == "dnnscape-model/1", m["schema"]
 (fi,) = m["fitted_on"]["files"]
@@ -37,6 +40,8 @@ PY
 expect_exit 0 "$DNNSCAPE" model fit "$WORK/fc.h5" -o "$WORK/m2.json" --where 'layers<=2' --extrapolate none
 grep -q "5-fold cross-validation: median abs. error" "$WORK/out" || { cat "$WORK/out"; fail "fit text"; }
 grep -q "fc on .*: 32 rows" "$WORK/out" || { cat "$WORK/out"; fail "--where"; }
+expect_exit 0 "$DNNSCAPE" model fit "$WORK/fc.h5" -o "$WORK/m3.json"
+grep -q "the same 24 rows in cross-validation: median abs. error" "$WORK/out" || { cat "$WORK/out"; fail "fit text: like with like"; }
 
 expect_exit 0 "$DNNSCAPE" predict "$WORK/m.json" "$spec" --json
 "$PYTHON" - "$WORK/out" "$WORK/fc.h5" <<'PY'
