@@ -81,6 +81,11 @@ ModelFitResult fit_landscape(const ModelFitOptions& o) {
         if (varies)
           r.extrapolation = model::extrapolation_test(system, family, r.points, o.extrapolate,
                                                       o.extrapolate_threshold, o.fit);
+        // What the test's intervals needed to cover 90% is what the model's own intervals
+        // beyond its measured range get.
+        if (r.extrapolation)
+          result.model.panels.back().widen_extrapolation(r.extrapolation->parameter,
+                                                         r.extrapolation->sd_factor());
       }
       if (r.extrapolation && r.cv.n == r.points.size()) {
         std::vector<char> above;
@@ -146,6 +151,12 @@ std::string ModelFitResult::finding() const {
             "(extrapolating them errs {:.2f}x as much)\n",
             c.n, pct(c.median_ape), pct(c.p90_ape), pct(c.coverage90),
             e.accuracy.median_ape / c.median_ape);
+      }
+      if (p.extrapolation_sd_factor() > 1) {
+        s += fmt::format(
+            "    intervals of configs beyond the measured {} range are widened {:.2f}x (what the "
+            "test's needed to cover 90%)\n",
+            e.parameter, p.extrapolation_sd_factor());
       }
     }
   }

@@ -367,6 +367,12 @@ std::vector<Prediction> Panel::predict(const std::vector<Point>& points) const {
     auto& pr = out[i];
     const double mean = anchor(points[i]) + gp[i].mean;
     pr.log_sd = std::sqrt(gp[i].var);
+    if (widen_factor_ > 1 && pr.extrapolated) {
+      const auto range = ranges_.find(widen_param_);
+      const std::int64_t v = *space::int_param(points[i].config, widen_param_);
+      if (range != ranges_.end() && (v < range->second.first || v > range->second.second))
+        pr.log_sd *= widen_factor_;
+    }
     pr.value = std::exp(mean);
     pr.lower = std::exp(mean - kZ90 * pr.log_sd);
     pr.upper = std::exp(mean + kZ90 * pr.log_sd);
@@ -458,6 +464,7 @@ nlohmann::json Panel::to_json() const {
       {"trend_beta", beta_},
       {"outliers", outliers_},
       {"anchor", anchor_},
+      {"extrapolation_sd_factor", {{"parameter", widen_param_}, {"factor", widen_factor_}}},
       {"x", x_},
       {"y_log_minus_anchor", y_}};
 }
@@ -491,6 +498,13 @@ Panel Panel::from_json(const nlohmann::json& j) {
   p.y_ = j.at("y_log_minus_anchor").get<std::vector<double>>();
   p.anchor_ = j.at("anchor").get<std::vector<double>>();
   p.outliers_ = j.value("outliers", std::vector<std::string>{});
+  if (const auto w = j.find("extrapolation_sd_factor"); w != j.end()) {
+    p.widen_param_ = w->at("parameter").get<std::string>();
+    p.widen_factor_ = w->at("factor").get<double>();
+    if (!(p.widen_factor_ >= 1) ||
+        (p.widen_factor_ > 1 && !space::int_param(space::Config{}, p.widen_param_)))
+      throw ModelError("inconsistent panel (extrapolation_sd_factor)");
+  }
   if (p.anchor_.size() != 3) throw ModelError("inconsistent panel (anchor)");
   if (p.x_.size() != p.y_.size() || p.length_scales_.size() != p.features_.size())
     throw ModelError("inconsistent panel (x, y_log, features and length_scales disagree)");
@@ -543,8 +557,28 @@ nlohmann::json Accuracy::to_json() const {
   return {{"n", n}, {"median_ape", median_ape}, {"p90_ape", p90_ape}, {"coverage90", coverage90}};
 }
 
+void Panel::widen_extrapolation(const std::string& parameter, double sd_factor) {
+  if (!space::int_param(space::Config{}, parameter))
+    throw ModelError(fmt::format("'{}' is not a numeric parameter", parameter));
+  if (!(sd_factor >= 1)) throw ModelError(fmt::format("sd factor {} is not >= 1", sd_factor));
+  widen_param_ = parameter;
+  widen_factor_ = sd_factor;
+}
+
+double ExtrapolationTest::sd_factor() const {
+  std::vector<double> z;
+  for (std::size_t i = 0; i < accuracy.measured.size(); ++i) {
+    const double sd = (std::log(accuracy.upper[i]) - std::log(accuracy.lower[i])) / (2 * kZ90);
+    if (!(sd > 0)) continue;
+    z.push_back(std::abs(std::log(accuracy.measured[i]) - std::log(accuracy.predicted[i])) / sd);
+  }
+  if (z.empty()) return 1;
+  return std::max(1.0, quantile(z, 0.9) / kZ90);
+}
+
 nlohmann::json ExtrapolationTest::to_json() const {
   auto j = accuracy.to_json();
+  j["sd_factor"] = sd_factor();
   j["parameter"] = parameter;
   j["threshold"] = threshold;
   j["train"] = train;

@@ -101,6 +101,12 @@ class Panel {
   [[nodiscard]] nlohmann::json to_json() const;
   static Panel from_json(const nlohmann::json& j);
 
+  // Widens the intervals of configs beyond the measured range of `parameter` by `sd_factor`
+  // (>= 1) on the log scale: what the extrapolation test found they need (ExtrapolationTest::
+  // sd_factor). Saved in the model file.
+  void widen_extrapolation(const std::string& parameter, double sd_factor);
+  [[nodiscard]] double extrapolation_sd_factor() const { return widen_factor_; }
+
   [[nodiscard]] const System& system() const { return system_; }
   [[nodiscard]] space::Family family() const { return family_; }
   [[nodiscard]] std::size_t rows() const { return rows_; }
@@ -128,6 +134,8 @@ class Panel {
   std::vector<double> y_;                   // log metric minus the anchor, of the GP points
   std::vector<double> anchor_ = {0, 0, 1};  // a, b, c >= 0 of anchor()
   std::vector<std::string> outliers_;
+  std::string widen_param_;  // widen_extrapolation()
+  double widen_factor_ = 1;
   std::vector<double> length_scales_;
   double signal_var_ = 1, noise_var_ = 1e-4;
   std::vector<double> beta_;
@@ -171,6 +179,10 @@ struct ExtrapolationTest {
   std::int64_t threshold = 0;  // fitted on parameter <= threshold, tested on the rest
   std::size_t train = 0;
   Accuracy accuracy;
+  // The factor (>= 1) by which the predictive sd of the tested rows would have to grow for
+  // their 90% intervals to cover 90% of them: the 90th percentile of |log error| / sd over
+  // the 95th normal quantile, 1 when they already cover 90%.
+  [[nodiscard]] double sd_factor() const;
   [[nodiscard]] nlohmann::json to_json() const;
 };
 

@@ -93,6 +93,39 @@ TEST_CASE("extrapolation in batch follows the trend and is flagged") {
   CHECK(pr[0].value < pr[0].upper);
   // Relative width of the interval grows away from the data.
   CHECK(pr[1].log_sd > pr[0].log_sd);
+
+  // Widening beyond the measured batch range touches only configs beyond it, and survives the
+  // model file.
+  Panel wide = panel;
+  wide.widen_extrapolation("batch", 1.5);
+  auto other = outside;  // beyond the measured nodes range instead
+  other.config.batch = 64;
+  other.config.nodes = 4096;
+  other = synthetic::fc_point(other.config);
+  const auto pw = Panel::from_json(wide.to_json()).predict({inside, outside, other});
+  const auto pn = panel.predict({inside, outside, other});
+  CHECK(pw[0].log_sd == doctest::Approx(pn[0].log_sd));
+  CHECK(pw[1].log_sd == doctest::Approx(1.5 * pn[1].log_sd));
+  CHECK(pw[1].value == doctest::Approx(pn[1].value));
+  CHECK(pw[2].extrapolated);
+  CHECK(pw[2].log_sd == doctest::Approx(pn[2].log_sd));
+  CHECK_THROWS_AS(wide.widen_extrapolation("batch", 0.5), ModelError);
+  CHECK_THROWS_AS(wide.widen_extrapolation("colour", 2), ModelError);
+}
+
+TEST_CASE("the extrapolation sd factor is what 90% coverage of the tested rows needs") {
+  ExtrapolationTest t;
+  // Ten rows, each predicted 1.0 with log sd 0.1; the errors grow to 0.5 in log.
+  for (int i = 0; i < 10; ++i) {
+    t.accuracy.measured.push_back(std::exp(0.05 * (i + 1)));
+    t.accuracy.predicted.push_back(1.0);
+    t.accuracy.lower.push_back(std::exp(-kZ90 * 0.1));
+    t.accuracy.upper.push_back(std::exp(kZ90 * 0.1));
+  }
+  // |log error| / sd = 0.5, 1.0, ..., 5.0; its 90th percentile 4.55 (interpolated).
+  CHECK(t.sd_factor() == doctest::Approx(4.55 / kZ90));
+  for (auto& m : t.accuracy.measured) m = std::exp(0.01);  // all well inside
+  CHECK(t.sd_factor() == doctest::Approx(1.0));
 }
 
 TEST_CASE("a model file round-trips and a foreign file is refused in one line") {

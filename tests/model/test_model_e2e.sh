@@ -29,6 +29,10 @@ assert e["parameter"] == "batch" and e["threshold"] == 16 and e["train"] == 24 a
 # The same 24 rows as cross-validation predicted them, to compare like with like.
 same = e["cv_same_rows"]
 assert same["n"] == 24 and 0 < same["median_ape"] < 1.0 and 0 <= same["coverage90"] <= 1, same
+# The model's intervals beyond the measured batch range get what the test's needed.
+assert e["sd_factor"] >= 1, e
+w = m["panels"][0]["extrapolation_sd_factor"]
+assert w["parameter"] == "batch" and abs(w["factor"] - e["sd_factor"]) < 1e-9, (w, e)
 assert "log2 batch" in p["features"] and "log2 roofline_s" in p["features"], p["features"]
 assert m["schema"] == "dnnscape-model/1", m["schema"]
 (fi,) = m["fitted_on"]["files"]
