@@ -187,7 +187,9 @@ int cmd_fit(const std::vector<std::string>& args) {
       "indicators and the roofline terms. Reports the k-fold cross-validated median and p90\n"
       "absolute percentage error, the coverage of the 90% intervals, and an extrapolation test:\n"
       "fit on the lower part of a parameter's range (batch <= 1024 by default), predict the\n"
-      "rest. `dnnscape predict` uses the model file.\n"
+      "rest, next to the cross-validated error of those same rows. Intervals of configs beyond\n"
+      "the measured range of that parameter are widened by what the test's needed to cover\n"
+      "90%. `dnnscape predict` uses the model file.\n"
       "docs/model.md describes the method and the file.\n\noptions");
   opts.add_options()("help,h", "show this help")("output,o", po::value<std::string>(),
                                                  "model file to write (JSON)")(
