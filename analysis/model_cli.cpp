@@ -88,13 +88,9 @@ ModelFitResult fit_landscape(const ModelFitOptions& o) {
                                                          r.extrapolation->sd_factor());
       }
       if (r.extrapolation && r.cv.n == r.points.size()) {
-        std::vector<char> above;
-        for (const auto& p : r.points)
-          above.push_back(*space::int_param(p.config, r.extrapolation->parameter) >
-                                  r.extrapolation->threshold
-                              ? 1
-                              : 0);
-        r.cv_extrapolated_rows = r.cv.subset(above);
+        std::vector<char> tested;
+        for (const auto& p : r.points) tested.push_back(r.extrapolation->tests(p) ? 1 : 0);
+        r.cv_extrapolated_rows = r.cv.subset(tested);
       }
       nlohmann::json a = {{"system", r.system},
                           {"family", space::to_string(family)},

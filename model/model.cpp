@@ -499,11 +499,8 @@ Panel Panel::from_json(const nlohmann::json& j) {
   p.anchor_ = j.at("anchor").get<std::vector<double>>();
   p.outliers_ = j.value("outliers", std::vector<std::string>{});
   if (const auto w = j.find("extrapolation_sd_factor"); w != j.end()) {
-    p.widen_param_ = w->at("parameter").get<std::string>();
-    p.widen_factor_ = w->at("factor").get<double>();
-    if (!(p.widen_factor_ >= 1) ||
-        (p.widen_factor_ > 1 && !space::int_param(space::Config{}, p.widen_param_)))
-      throw ModelError("inconsistent panel (extrapolation_sd_factor)");
+    const double factor = w->at("factor").get<double>();
+    if (factor != 1) p.widen_extrapolation(w->at("parameter").get<std::string>(), factor);
   }
   if (p.anchor_.size() != 3) throw ModelError("inconsistent panel (anchor)");
   if (p.x_.size() != p.y_.size() || p.length_scales_.size() != p.features_.size())
@@ -637,13 +634,12 @@ std::optional<ExtrapolationTest> extrapolation_test(const System& system, space:
     std::vector<std::int64_t> v(values.begin(), values.end());
     thr = v[(v.size() - 1) / 2];
   }
-  std::vector<Point> train, test;
-  for (const auto& p : points)
-    (*space::int_param(p.config, parameter) <= thr ? train : test).push_back(p);
-  if (train.size() < 8 || test.empty()) return std::nullopt;
   ExtrapolationTest t;
   t.parameter = parameter;
   t.threshold = thr;
+  std::vector<Point> train, test;
+  for (const auto& p : points) (t.tests(p) ? test : train).push_back(p);
+  if (train.size() < 8 || test.empty()) return std::nullopt;
   t.train = train.size();
   t.accuracy = score(test, Panel::fit(system, family, train, options).predict(test));
   return t;

@@ -179,6 +179,10 @@ struct ExtrapolationTest {
   std::int64_t threshold = 0;  // fitted on parameter <= threshold, tested on the rest
   std::size_t train = 0;
   Accuracy accuracy;
+  // Whether the test predicts `p` (its parameter is above the threshold) rather than fits on it.
+  [[nodiscard]] bool tests(const Point& p) const {
+    return *space::int_param(p.config, parameter) > threshold;
+  }
   // The factor (>= 1) by which the predictive sd of the tested rows would have to grow for
   // their 90% intervals to cover 90% of them: the 90th percentile of |log error| / sd over
   // the 95th normal quantile, 1 when they already cover 90%.
