@@ -200,6 +200,9 @@ int cmd_fit(const std::vector<std::string>& args) {
       "fit on parameter <= this value (default: 1024 for batch, else the median value)")(
       "max-gp-points", po::value<std::size_t>()->default_value(2000),
       "larger panels are subsampled for the Gaussian process")(
+      "noise", po::value<std::string>()->default_value("by-time"),
+      "the GP's noise variance: by-time (log-linear in log2 roofline time, so long and short\n"
+      "steps get the scatter each shows) or constant (one value per panel)")(
       "seed", po::value<std::uint64_t>()->default_value(1), "random seed (folds, subsamples)")(
       "json", po::bool_switch(), "print the accuracy as JSON");
   po::variables_map vm;
@@ -218,6 +221,10 @@ int cmd_fit(const std::vector<std::string>& args) {
   o.fit.max_gp_points = vm["max-gp-points"].as<std::size_t>();
   if (o.fit.max_gp_points < 8) throw InputError("--max-gp-points must be at least 8");
   o.fit.seed = vm["seed"].as<std::uint64_t>();
+  const auto noise = vm["noise"].as<std::string>();
+  if (noise != "by-time" && noise != "constant")
+    throw InputError(fmt::format("--noise: expected by-time or constant, got '{}'", noise));
+  o.fit.noise_by_time = noise == "by-time";
   const auto r = fit_landscape(o);
   const fs::path out(vm["output"].as<std::string>());
   r.model.save(out);

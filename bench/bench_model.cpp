@@ -54,6 +54,7 @@ struct Landscape {
   // and the settings the cost-aware rule predicts that time with.
   std::vector<double> cost;
   space::MeasureSettings measure;
+  model::FitOptions fit;  // of every model fit (its seed set per run)
 };
 
 std::vector<std::size_t> random_subset(std::size_t total, std::size_t n, std::uint64_t seed) {
@@ -123,7 +124,7 @@ Err error_of(const Landscape& l, const std::vector<std::size_t>& measured, std::
     }
   }
   if (l.exact.empty()) rest = l.held;
-  model::FitOptions o;
+  model::FitOptions o = l.fit;
   o.seed = seed;
   const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
   const auto a = model::score(rest, panel.predict(rest));
@@ -209,7 +210,7 @@ Err adaptive_run(const Landscape& l, std::size_t n, std::uint64_t seed, model::S
         cand_idx.push_back(i);
       }
     }
-    model::FitOptions o;
+    model::FitOptions o = l.fit;
     o.seed = seed;
     const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
     const std::size_t k = std::min(batch, n - measured.size());
@@ -383,6 +384,7 @@ int main(int argc, char** argv) {
   int seeds = 5;
   double noise = 0.02;
   bool synthetic_only = false;
+  bool constant_noise = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--seeds" && i + 1 < argc) {
@@ -393,11 +395,15 @@ int main(int argc, char** argv) {
       repeat = argv[++i];
     } else if (a == "--synthetic-only") {
       synthetic_only = true;
+    } else if (a == "--constant-noise") {
+      constant_noise = true;
     } else if (a == "-h" || a == "--help") {
       fmt::print(
           "bench_model [MEASURED.h5] [--repeat AGAIN.h5: a second measurement of the same grid, "
           "for the noise floor] [--seeds K (5)] [--noise SD (0.02): lognormal noise of the "
-          "synthetic landscape] [--synthetic-only]\n(see the top of bench/bench_model.cpp)\n");
+          "synthetic landscape] [--synthetic-only] [--constant-noise: the model's noise variance "
+          "one value, "
+          "not log-linear in the roofline time]\n(see the top of bench/bench_model.cpp)\n");
       return 0;
     } else {
       measured = a;
@@ -411,6 +417,7 @@ int main(int argc, char** argv) {
       "whole grid scored against the noise-free formula)",
       100 * noise);
   syn.system = model::synthetic::system();
+  syn.fit.noise_by_time = !constant_noise;
   std::vector<space::Config> configs;
   for (auto c : model::synthetic::fc_grid(16, 4096, 16384)) {
     for (std::int64_t input : {256, 1024, 4096}) {
@@ -439,6 +446,7 @@ int main(int argc, char** argv) {
                           measured.string());
   auto data = model::read_points(measured, "step_time_s");
   real.system = data.system;
+  real.fit.noise_by_time = !constant_noise;
   real.truth = std::move(data.points);
   real.grid = grid_of(real.truth);
   // What each config's measurement took: warm-up (at least one step), its repetitions and the

@@ -44,6 +44,7 @@ struct LmlProblem {
   Eigen::VectorXd r;
   std::vector<Eigen::MatrixXd> dims;  // per dimension, squared differences
   double min_noise = 1e-6;
+  Eigen::VectorXd s;  // the noise covariate per row; empty: homoscedastic (theta has d + 2)
   double best = -std::numeric_limits<double>::infinity();
   std::vector<double> best_theta;
 
@@ -54,13 +55,15 @@ struct LmlProblem {
     for (std::size_t j = 0; j < d; ++j) ell[j] = std::exp(theta[j]);
     const double sf2 = std::exp(theta[d]);
     const double sn2 = std::exp(theta[d + 1]) + min_noise;
+    Eigen::VectorXd noise = Eigen::VectorXd::Constant(n, sn2);
+    if (s.size() == n) noise = sn2 * (theta[d + 2] * s).array().exp().matrix();
     Eigen::MatrixXd rho2 = Eigen::MatrixXd::Zero(n, n);
     for (std::size_t j = 0; j < d; ++j) rho2 += dims[j] / (ell[j] * ell[j]);
     const Eigen::ArrayXXd rho = rho2.array().sqrt();
     const Eigen::ArrayXXd e = (-kSqrt5 * rho).exp();
     const Eigen::MatrixXd kf = (sf2 * (1 + kSqrt5 * rho + (5.0 / 3.0) * rho2.array()) * e).matrix();
     Eigen::MatrixXd k = kf;
-    k.diagonal().array() += sn2;
+    k.diagonal() += noise;
     Eigen::LLT<Eigen::MatrixXd> llt(k);
     if (llt.info() != Eigen::Success) {
       std::fill(grad.begin(), grad.end(), 0.0);
@@ -79,7 +82,9 @@ struct LmlProblem {
       for (std::size_t j = 0; j < d; ++j)
         grad[j] = 0.5 * (wb * dims[j].array()).sum() / (ell[j] * ell[j]);
       grad[d] = 0.5 * (w.array() * kf.array()).sum();
-      grad[d + 1] = 0.5 * (sn2 - min_noise) * w.trace();
+      // d noise_i / d theta[d+1] = noise_i (sn2 - min) / sn2; d noise_i / d slope = noise_i s_i.
+      grad[d + 1] = 0.5 * (sn2 - min_noise) / sn2 * w.diagonal().dot(noise);
+      if (s.size() == n) grad[d + 2] = 0.5 * w.diagonal().dot(noise.cwiseProduct(s));
     }
     if (std::isfinite(lml) && lml > best) {
       best = lml;
@@ -94,6 +99,18 @@ double nlopt_objective(const std::vector<double>& theta, std::vector<double>& gr
 }
 
 }  // namespace
+
+Eigen::VectorXd noise_variance(const GpHyper& hyper, const Eigen::MatrixXd& h) {
+  Eigen::VectorXd out = Eigen::VectorXd::Constant(h.rows(), hyper.noise_var);
+  if (!hyper.heteroscedastic()) return out;
+  const int noise_column = hyper.noise_column;
+  if (noise_column >= h.cols())
+    throw std::invalid_argument("GpHyper: the noise column is not a column of the basis");
+  for (Eigen::Index i = 0; i < h.rows(); ++i)
+    out(i) *= std::exp(hyper.noise_slope * std::clamp(h(i, noise_column), hyper.noise_range.first,
+                                                      hyper.noise_range.second));
+  return out;
+}
 
 Eigen::MatrixXd matern52(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b, const GpHyper& h) {
   const Eigen::ArrayXXd rho2 = weighted_sq_dist(a, b, h.length_scales).array();
@@ -126,6 +143,15 @@ Gp Gp::fit(const Eigen::MatrixXd& x, const Eigen::MatrixXd& h, const Eigen::Vect
   }
   problem.r.array() -= problem.r.mean();
   problem.min_noise = options.min_noise_var;
+  const bool hetero = options.noise_column >= 0 && options.noise_column < h.cols() && m >= 8;
+  std::pair<double, double> s_range = {0, 0};
+  if (hetero) {
+    const Eigen::VectorXd s_all = h.col(options.noise_column);
+    s_range = {s_all.minCoeff(), s_all.maxCoeff()};
+    problem.s.resize(m);
+    for (Eigen::Index i = 0; i < m; ++i) problem.s(i) = s_all(idx[static_cast<std::size_t>(i)]);
+  }
+  const std::size_t n_theta = d + (hetero ? 3 : 2);
   for (std::size_t j = 0; j < d; ++j) {
     Eigen::MatrixXd dj(m, m);
     for (Eigen::Index c = 0; c < m; ++c)
@@ -139,7 +165,7 @@ Gp Gp::fit(const Eigen::MatrixXd& x, const Eigen::MatrixXd& h, const Eigen::Vect
       std::max(problem.r.squaredNorm() / static_cast<double>(std::max<Eigen::Index>(m, 1)), 1e-8);
 
   // Bounds in log space: length scales from 1/20 to 50 standard deviations of a feature.
-  std::vector<double> lo(d + 2), hi(d + 2);
+  std::vector<double> lo(n_theta), hi(n_theta);
   for (std::size_t j = 0; j < d; ++j) {
     lo[j] = std::log(0.05);
     hi[j] = std::log(50.0);
@@ -148,12 +174,16 @@ Gp Gp::fit(const Eigen::MatrixXd& x, const Eigen::MatrixXd& h, const Eigen::Vect
   hi[d] = std::log(var * 100);
   lo[d + 1] = std::log(1e-9);
   hi[d + 1] = std::log(var * 2);
+  if (hetero) {
+    lo[d + 2] = -options.max_noise_slope;
+    hi[d + 2] = options.max_noise_slope;
+  }
   for (const double start_ell : {1.0, 4.0}) {
-    std::vector<double> theta(d + 2);
+    std::vector<double> theta(n_theta, 0.0);
     for (std::size_t j = 0; j < d; ++j) theta[j] = std::log(start_ell);
     theta[d] = std::log(var);
     theta[d + 1] = std::log(var * 0.05);
-    nlopt::opt opt(nlopt::LD_LBFGS, static_cast<unsigned>(d + 2));
+    nlopt::opt opt(nlopt::LD_LBFGS, static_cast<unsigned>(n_theta));
     opt.set_lower_bounds(lo);
     opt.set_upper_bounds(hi);
     opt.set_max_objective(nlopt_objective, &problem);
@@ -172,6 +202,11 @@ Gp Gp::fit(const Eigen::MatrixXd& x, const Eigen::MatrixXd& h, const Eigen::Vect
     for (std::size_t j = 0; j < d; ++j) hyper.length_scales[j] = std::exp(problem.best_theta[j]);
     hyper.signal_var = std::exp(problem.best_theta[d]);
     hyper.noise_var = std::exp(problem.best_theta[d + 1]) + options.min_noise_var;
+    if (hetero) {
+      hyper.noise_slope = problem.best_theta[d + 2];
+      hyper.noise_column = options.noise_column;
+      hyper.noise_range = s_range;
+    }
   } else {
     hyper.signal_var = var;
     hyper.noise_var = var * 0.05 + options.min_noise_var;
@@ -187,7 +222,8 @@ Gp Gp::with_hyper(const Eigen::MatrixXd& x, const Eigen::MatrixXd& h, const Eige
   gp.h_ = h;
   gp.hyper_ = hyper;
   Eigen::MatrixXd k = matern52(x, x, hyper);
-  k.diagonal().array() += hyper.noise_var + 1e-10 * hyper.signal_var;
+  k.diagonal() += noise_variance(hyper, h);
+  k.diagonal().array() += 1e-10 * hyper.signal_var;
   gp.chol_.compute(k);
   if (gp.chol_.info() != Eigen::Success)
     throw std::runtime_error("the GP covariance is not positive definite");
@@ -218,12 +254,13 @@ std::vector<GpPrediction> Gp::predict(const Eigen::MatrixXd& xs, const Eigen::Ma
     chol_.matrixL().solveInPlace(v);
     const Eigen::MatrixXd r = hs.middleRows(start, m).transpose() - g_.transpose() * v;  // p x m
     const Eigen::MatrixXd ar = a_chol_.solve(r);
+    const Eigen::VectorXd noise = noise_variance(hyper_, hs.middleRows(start, m));
     for (Eigen::Index i = 0; i < m; ++i) {
       const double latent = std::max(hyper_.signal_var - v.col(i).squaredNorm(), 0.0);
       const double trend = std::max(r.col(i).dot(ar.col(i)), 0.0);
       auto& p = out[static_cast<std::size_t>(start + i)];
       p.mean = mean(i);
-      p.var = latent + trend + hyper_.noise_var;
+      p.var = latent + trend + noise(i);
     }
   }
   return out;
@@ -248,6 +285,7 @@ std::vector<std::pair<std::size_t, double>> Gp::select_batch(
   chol_.matrixL().solveInPlace(v);
   const Eigen::MatrixXd r = hs.transpose() - g_.transpose() * v;  // p x m
   const Eigen::MatrixXd ar = a_chol_.solve(r);
+  const Eigen::VectorXd noise = noise_variance(hyper_, hs);
   Eigen::VectorXd var(m);
   for (Eigen::Index i = 0; i < m; ++i)
     var(i) = std::max(hyper_.signal_var - v.col(i).squaredNorm(), 0.0) +
@@ -278,9 +316,8 @@ std::vector<std::pair<std::size_t, double>> Gp::select_batch(
     double best = -1;
     for (Eigen::Index i = 0; i < m; ++i) {
       if (taken[static_cast<std::size_t>(i)] != 0) continue;
-      double gain = integrated
-                        ? cref.row(i).squaredNorm() / (std::max(var(i), 0.0) + hyper_.noise_var)
-                        : var(i);
+      double gain =
+          integrated ? cref.row(i).squaredNorm() / (std::max(var(i), 0.0) + noise(i)) : var(i);
       if (!cost.empty()) gain /= std::max(cost[static_cast<std::size_t>(i)], 1e-12);
       if (gain > best) {
         best = gain;
@@ -295,7 +332,7 @@ std::vector<std::pair<std::size_t, double>> Gp::select_batch(
     Eigen::VectorXd cov = matern52(xs, xs.row(c), hyper_).col(0) - v.transpose() * v.col(c) +
                           r.transpose() * ar.col(c);
     for (const auto& u : updates) cov -= u * u(c);
-    const double scale = std::sqrt(std::max(var(c), 0.0) + hyper_.noise_var);
+    const double scale = std::sqrt(std::max(var(c), 0.0) + noise(c));
     Eigen::VectorXd u = cov / scale;
     const Eigen::RowVectorXd u_ref = cref.row(c) / scale;
     cref -= u * u_ref;

@@ -9,20 +9,22 @@
 #include <utility>
 #include <vector>
 
+#include "model/gp_hyper.hpp"
+
 namespace dnnscape::model {
 
-// Hyperparameters of the ARD Matern-5/2 kernel plus Gaussian noise.
-struct GpHyper {
-  std::vector<double> length_scales;  // one per input dimension
-  double signal_var = 1;
-  double noise_var = 1e-4;
-};
+// The noise variance of the rows of h under `hyper` (GpHyper: model/gp_hyper.hpp).
+Eigen::VectorXd noise_variance(const GpHyper& hyper, const Eigen::MatrixXd& h);
 
 struct GpFitOptions {
   std::size_t max_hyper_points = 400;  // subsample used for the marginal-likelihood search
   int max_evals = 120;                 // per start of the optimiser
   std::uint64_t seed = 1;
   double min_noise_var = 1e-6;  // in units of y (here: log metric); keeps K well conditioned
+  // A column of H the noise variance is log-linear in (its slope fitted with the rest, bounded
+  // by max_noise_slope per unit of the column); -1: one noise variance for all rows.
+  int noise_column = -1;
+  double max_noise_slope = 1.5;
 };
 
 struct GpPrediction {

@@ -265,6 +265,10 @@ Panel Panel::fit(const System& system, space::Family family, const std::vector<P
   go.max_hyper_points = options.max_hyper_points;
   go.max_evals = options.max_evals;
   go.seed = options.seed;
+  // Column 1 of the basis is the trend's log2 roofline_s (when it varies): how long a step is.
+  if (options.noise_by_time && std::any_of(panel.features_.begin(), panel.features_.end(),
+                                           [](const Feature& f) { return f.in_trend; }))
+    go.noise_column = 1;
   const auto fit_gp = [&] {
     const Eigen::MatrixXd x = inputs(panel.x_, d);
     const Eigen::MatrixXd h = basis(panel.x_, panel.features_);
@@ -298,9 +302,7 @@ Panel Panel::fit(const System& system, space::Family family, const std::vector<P
       panel.outliers_.clear();
     }
   }
-  panel.length_scales_ = gp.hyper().length_scales;
-  panel.signal_var_ = gp.hyper().signal_var;
-  panel.noise_var_ = gp.hyper().noise_var;
+  panel.hyper_ = gp.hyper();
   panel.beta_.assign(gp.beta().data(), gp.beta().data() + gp.beta().size());
   panel.posterior_ = std::make_shared<const Posterior>(Posterior{std::move(gp)});
   return panel;
@@ -311,8 +313,7 @@ void Panel::build() {
   const Eigen::MatrixXd h = basis(x_, features_);
   const Eigen::VectorXd y =
       Eigen::Map<const Eigen::VectorXd>(y_.data(), static_cast<Eigen::Index>(y_.size()));
-  GpHyper hyper{length_scales_, signal_var_, noise_var_};
-  Gp gp = Gp::with_hyper(x, h, y, hyper);
+  Gp gp = Gp::with_hyper(x, h, y, hyper_);
   beta_.assign(gp.beta().data(), gp.beta().data() + gp.beta().size());
   posterior_ = std::make_shared<const Posterior>(Posterior{std::move(gp)});
 }
@@ -443,30 +444,37 @@ nlohmann::json Panel::to_json() const {
   }
   nlohmann::json ranges = nlohmann::json::object();
   for (const auto& [k, v] : ranges_) ranges[k] = {v.first, v.second};
+  nlohmann::json hyper_json = {{"length_scales", hyper_.length_scales},
+                               {"signal_var", hyper_.signal_var},
+                               {"noise_var", hyper_.noise_var}};
+  if (hyper_.heteroscedastic()) {
+    // Absent in older files (and when the slope is 0): one noise variance for the panel.
+    hyper_json["noise_slope"] = hyper_.noise_slope;
+    hyper_json["noise_column"] = hyper_.noise_column;
+    hyper_json["noise_range"] = {hyper_.noise_range.first, hyper_.noise_range.second};
+  }
   const auto nan_null = [](double v) {
     return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
   };
-  return {
-      {"system",
-       {{"name", system_.name},
-        {"peak_gflops_f32", nan_null(system_.peak_gflops_f32)},
-        {"peak_gflops_bf16", nan_null(system_.peak_gflops_bf16)},
-        {"mem_bandwidth_gbs", nan_null(system_.mem_bandwidth_gbs)}}},
-      {"family", space::to_string(family_)},
-      {"rows", rows_},
-      {"gp_rows", y_.size()},
-      {"features", features},
-      {"ranges", ranges},
-      {"levels", levels_},
-      {"kernel", "matern52_ard"},
-      {"hyper",
-       {{"length_scales", length_scales_}, {"signal_var", signal_var_}, {"noise_var", noise_var_}}},
-      {"trend_beta", beta_},
-      {"outliers", outliers_},
-      {"anchor", anchor_},
-      {"extrapolation_sd_factor", {{"parameter", widen_param_}, {"factor", widen_factor_}}},
-      {"x", x_},
-      {"y_log_minus_anchor", y_}};
+  return {{"system",
+           {{"name", system_.name},
+            {"peak_gflops_f32", nan_null(system_.peak_gflops_f32)},
+            {"peak_gflops_bf16", nan_null(system_.peak_gflops_bf16)},
+            {"mem_bandwidth_gbs", nan_null(system_.mem_bandwidth_gbs)}}},
+          {"family", space::to_string(family_)},
+          {"rows", rows_},
+          {"gp_rows", y_.size()},
+          {"features", features},
+          {"ranges", ranges},
+          {"levels", levels_},
+          {"kernel", "matern52_ard"},
+          {"hyper", hyper_json},
+          {"trend_beta", beta_},
+          {"outliers", outliers_},
+          {"anchor", anchor_},
+          {"extrapolation_sd_factor", {{"parameter", widen_param_}, {"factor", widen_factor_}}},
+          {"x", x_},
+          {"y_log_minus_anchor", y_}};
 }
 
 Panel Panel::from_json(const nlohmann::json& j) {
@@ -491,9 +499,15 @@ Panel Panel::from_json(const nlohmann::json& j) {
     p.ranges_[k] = {v.at(0).get<std::int64_t>(), v.at(1).get<std::int64_t>()};
   p.levels_ = j.at("levels").get<std::map<std::string, std::vector<std::string>>>();
   const auto& h = j.at("hyper");
-  p.length_scales_ = h.at("length_scales").get<std::vector<double>>();
-  p.signal_var_ = h.at("signal_var").get<double>();
-  p.noise_var_ = h.at("noise_var").get<double>();
+  p.hyper_.length_scales = h.at("length_scales").get<std::vector<double>>();
+  p.hyper_.signal_var = h.at("signal_var").get<double>();
+  p.hyper_.noise_var = h.at("noise_var").get<double>();
+  if (h.contains("noise_slope")) {
+    p.hyper_.noise_slope = h.at("noise_slope").get<double>();
+    p.hyper_.noise_column = h.at("noise_column").get<int>();
+    p.hyper_.noise_range = {h.at("noise_range").at(0).get<double>(),
+                            h.at("noise_range").at(1).get<double>()};
+  }
   p.x_ = j.at("x").get<std::vector<std::vector<double>>>();
   p.y_ = j.at("y_log_minus_anchor").get<std::vector<double>>();
   p.anchor_ = j.at("anchor").get<std::vector<double>>();
@@ -503,7 +517,11 @@ Panel Panel::from_json(const nlohmann::json& j) {
     if (factor != 1) p.widen_extrapolation(w->at("parameter").get<std::string>(), factor);
   }
   if (p.anchor_.size() != 3) throw ModelError("inconsistent panel (anchor)");
-  if (p.x_.size() != p.y_.size() || p.length_scales_.size() != p.features_.size())
+  const auto trend_columns = 1 + std::count_if(p.features_.begin(), p.features_.end(),
+                                               [](const Feature& f) { return f.in_trend; });
+  if (p.hyper_.noise_column >= trend_columns)
+    throw ModelError("inconsistent panel (noise_column is not a column of the trend)");
+  if (p.x_.size() != p.y_.size() || p.hyper_.length_scales.size() != p.features_.size())
     throw ModelError("inconsistent panel (x, y_log, features and length_scales disagree)");
   for (const auto& row : p.x_)
     if (row.size() != p.features_.size()) throw ModelError("inconsistent panel (x rows)");

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "model/gp_hyper.hpp"
 #include "space/config.hpp"
 
 namespace dnnscape::model {
@@ -71,6 +72,9 @@ struct FitOptions {
   int max_evals = 120;
   std::uint64_t seed = 1;
   double outlier_z = 4;  // leave-one-out z beyond which a row is left out of the GP (0: never)
+  // The GP's noise variance log-linear in log2 roofline_s (the trend's feature) instead of one
+  // value for the whole panel.
+  bool noise_by_time = true;
 };
 
 // One model feature: the log2 of a parameter, an indicator of a level, or a physical quantity.
@@ -112,6 +116,7 @@ class Panel {
   [[nodiscard]] std::size_t rows() const { return rows_; }
   [[nodiscard]] std::size_t gp_rows() const { return y_.size(); }
   [[nodiscard]] const std::vector<Feature>& features() const { return features_; }
+  [[nodiscard]] const GpHyper& hyper() const { return hyper_; }
   // Rows left out of the GP as outliers (labels).
   [[nodiscard]] const std::vector<std::string>& outliers() const { return outliers_; }
   [[nodiscard]] const std::map<std::string, std::pair<std::int64_t, std::int64_t>>& ranges() const {
@@ -136,8 +141,7 @@ class Panel {
   std::vector<std::string> outliers_;
   std::string widen_param_;  // widen_extrapolation()
   double widen_factor_ = 1;
-  std::vector<double> length_scales_;
-  double signal_var_ = 1, noise_var_ = 1e-4;
+  GpHyper hyper_;
   std::vector<double> beta_;
   struct Posterior;
   std::shared_ptr<const Posterior> posterior_;

@@ -57,6 +57,61 @@ TEST_CASE("the GP recovers a smooth 1-D function and its intervals cover about 9
   CHECK(pf[0].var > 4 * pr[100].var);
 }
 
+TEST_CASE("noise that grows along the trend's column is fitted, and both ends are covered") {
+  // Noise sd 0.01 at x = -3 growing to 0.2 at x = 3 (log-linear): one noise variance for all
+  // rows would be 4x too wide on the left and too narrow on the right.
+  const auto sd_at = [](double x) { return 0.01 * std::exp(0.5 * (x + 3)); };
+  const auto f = [](double x) { return std::sin(x) + 0.3 * x; };
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> unit(0.0, 1.0);
+  constexpr int n = 120;
+  Eigen::MatrixXd x(n, 1), h(n, 2);
+  Eigen::VectorXd y(n);
+  for (int i = 0; i < n; ++i) {
+    x(i, 0) = -3 + 6.0 * i / (n - 1);
+    h(i, 0) = 1;
+    h(i, 1) = x(i, 0);
+    y(i) = f(x(i, 0)) + sd_at(x(i, 0)) * unit(rng);
+  }
+  GpFitOptions o;
+  o.noise_column = 1;
+  const Gp het = Gp::fit(x, h, y, o);
+  const Gp flat = Gp::fit(x, h, y, {});
+  REQUIRE(het.hyper().heteroscedastic());
+  CHECK(het.hyper().noise_slope == doctest::Approx(1.0).epsilon(0.5));  // ln var per unit: 2 x 0.5
+  CHECK(!flat.hyper().heteroscedastic());
+  CHECK(het.log_marginal_likelihood() > flat.log_marginal_likelihood() + 10);
+  // Fresh measurements of 400 points in each outer third: the heteroscedastic intervals cover
+  // ~90% of each; the constant ones over-cover the quiet third and under-cover the noisy one.
+  const auto coverage = [&](const Gp& gp, double from) {
+    Eigen::MatrixXd xs(400, 1), hs(400, 2);
+    for (int i = 0; i < 400; ++i) {
+      xs(i, 0) = from + 1.8 * i / 399.0;
+      hs(i, 0) = 1;
+      hs(i, 1) = xs(i, 0);
+    }
+    const auto pr = gp.predict(xs, hs);
+    int in = 0;
+    for (int i = 0; i < 400; ++i) {
+      const auto& p = pr[static_cast<std::size_t>(i)];
+      const double yi = f(xs(i, 0)) + sd_at(xs(i, 0)) * unit(rng);
+      in += std::abs(yi - p.mean) <= kZ90 * std::sqrt(p.var) ? 1 : 0;
+    }
+    return in / 400.0;
+  };
+  CHECK(coverage(het, -2.9) >= 0.8);
+  CHECK(coverage(het, -2.9) <= 0.99);
+  CHECK(coverage(het, 1.1) >= 0.8);
+  CHECK(coverage(het, 1.1) <= 0.99);
+  CHECK(coverage(flat, -2.9) > 0.99);
+  CHECK(coverage(flat, 1.1) < 0.8);
+  // Beyond the training range the noise stays at the edge's value instead of growing on.
+  Eigen::MatrixXd hfar(2, 2);
+  hfar << 1, 3, 1, 30;
+  const auto nv = noise_variance(het.hyper(), hfar);
+  CHECK(nv(1) == doctest::Approx(nv(0)));
+}
+
 TEST_CASE("on a roofline landscape the model cross-validates within a few percent") {
   const auto configs = synthetic::fc_grid(8, 2048, 4096);  // 4 x 6 x 9 = 216
   const auto points = synthetic::fc_measured(configs, 0.02, 7);
@@ -141,6 +196,8 @@ TEST_CASE("a model file round-trips and a foreign file is refused in one line") 
   const auto b = back.panel(space::Family::fc)->predict({points[5]});
   CHECK(b[0].value == doctest::Approx(a[0].value).epsilon(1e-9));
   CHECK(b[0].upper == doctest::Approx(a[0].upper).epsilon(1e-9));
+  CHECK(back.panels[0].hyper().noise_slope == m.panels[0].hyper().noise_slope);
+  CHECK(back.panels[0].hyper().noise_range == m.panels[0].hyper().noise_range);
   CHECK(back.panel(space::Family::cnn) == nullptr);
 
   {

@@ -38,6 +38,10 @@ assert m["schema"] == "dnnscape-model/1", m["schema"]
 (fi,) = m["fitted_on"]["files"]
 assert fi["spec_sha256"] == sha and fi["ok_rows"] == 48 and fi["rows_used"] == 48, fi
 assert m["panels"][0]["ranges"]["batch"] == [8, 64]
+# The noise variance is log-linear in the trend's column (log2 roofline_s), slope bounded.
+hy = m["panels"][0]["hyper"]
+assert hy["noise_column"] == 1 and -1.5 <= hy["noise_slope"] <= 1.5 and hy["noise_slope"] != 0, hy
+assert len(hy["noise_range"]) == 2 and hy["noise_range"][0] < 0 < hy["noise_range"][1], hy
 print("fit ok: CV median APE %.3f, coverage %.2f; extrapolation %.3f" % (cv["median_ape"], cv["coverage90"], e["median_ape"]))
 PY
 # The text form names the same figures.
@@ -46,6 +50,8 @@ grep -q "5-fold cross-validation: median abs. error" "$WORK/out" || { cat "$WORK
 grep -q "fc on .*: 32 rows" "$WORK/out" || { cat "$WORK/out"; fail "--where"; }
 expect_exit 0 "$DNNSCAPE" model fit "$WORK/fc.h5" -o "$WORK/m3.json"
 grep -q "the same 24 rows in cross-validation: median abs. error" "$WORK/out" || { cat "$WORK/out"; fail "fit text: like with like"; }
+expect_exit 0 "$DNNSCAPE" model fit "$WORK/fc.h5" -o "$WORK/m4.json" --noise constant --extrapolate none
+"$PYTHON" -c 'import json, sys; h = json.load(open(sys.argv[1]))["panels"][0]["hyper"]; assert "noise_slope" not in h and h["noise_var"] > 0, h' "$WORK/m4.json" || fail "--noise constant"
 
 expect_exit 0 "$DNNSCAPE" predict "$WORK/m.json" "$spec" --json
 "$PYTHON" - "$WORK/out" "$WORK/fc.h5" <<'PY'
@@ -96,6 +102,8 @@ want="$WORK/nope.h5: no such file"
 one_line_exit2 "$DNNSCAPE" model fit "$WORK/nope.h5" -o "$WORK/x.json"
 want="no /runs column 'speed'"
 one_line_exit2 "$DNNSCAPE" model fit "$WORK/fc.h5" -o "$WORK/x.json" --metric speed
+want="--noise: expected by-time or constant, got 'loud'"
+one_line_exit2 "$DNNSCAPE" model fit "$WORK/fc.h5" -o "$WORK/x.json" --noise loud
 want="cannot read spec"
 one_line_exit2 "$DNNSCAPE" predict "$WORK/m.json" "$WORK/missing.yaml"
 echo "model e2e test passed"
