@@ -180,12 +180,13 @@ int cmd_fit(const std::vector<std::string>& args) {
       "(a*flops/peak + b*bytes/bandwidth + c, peaks from each file's /system) plus a\n"
       "log-linear trend in the roofline time and a Gaussian process (Matern-5/2, one length\n"
       "scale per feature, fitted by marginal likelihood) over the log2 parameters, the knobs as\n"
-      "indicators and the roofline terms. Reports the k-fold cross-validated median and p90\n"
-      "absolute percentage error, the coverage of the 90% intervals, and an extrapolation test:\n"
-      "fit on the lower part of a parameter's range (batch <= 1024 by default), predict the\n"
-      "rest, next to the cross-validated error of those same rows. Intervals of configs beyond\n"
-      "the measured range of that parameter are widened by what the test's needed to cover\n"
-      "90%. `dnnscape predict` uses the model file.\n"
+      "indicators and the roofline terms, its noise variance log-linear in the roofline time.\n"
+      "Reports the k-fold cross-validated median and p90 absolute percentage error, the\n"
+      "coverage of the 90% intervals, and an extrapolation test: fit on the lower part of a\n"
+      "parameter's range (batch <= 1024 by default), predict the rest, next to the\n"
+      "cross-validated error of those same rows. Intervals of configs beyond the measured\n"
+      "range of that parameter are widened by what the test needed to cover 90%.\n"
+      "`dnnscape predict` uses the model file.\n"
       "docs/model.md describes the method and the file.\n\noptions");
   opts.add_options()("help,h", "show this help")("output,o", po::value<std::string>(),
                                                  "model file to write (JSON)")(
@@ -201,7 +202,7 @@ int cmd_fit(const std::vector<std::string>& args) {
       "max-gp-points", po::value<std::size_t>()->default_value(2000),
       "larger panels are subsampled for the Gaussian process")(
       "noise", po::value<std::string>()->default_value("by-time"),
-      "the GP's noise variance: by-time (log-linear in log2 roofline time, so long and short\n"
+      "the GP's noise variance: by-time (log-linear in log2 roofline time, so long and short "
       "steps get the scatter each shows) or constant (one value per panel)")(
       "seed", po::value<std::uint64_t>()->default_value(1), "random seed (folds, subsamples)")(
       "json", po::bool_switch(), "print the accuracy as JSON");
