@@ -401,9 +401,8 @@ int main(int argc, char** argv) {
       fmt::print(
           "bench_model [MEASURED.h5] [--repeat AGAIN.h5: a second measurement of the same grid, "
           "for the noise floor] [--seeds K (5)] [--noise SD (0.02): lognormal noise of the "
-          "synthetic landscape] [--synthetic-only] [--constant-noise: the model's noise variance "
-          "one value, "
-          "not log-linear in the roofline time]\n(see the top of bench/bench_model.cpp)\n");
+          "synthetic landscape] [--synthetic-only] [--constant-noise: one noise variance per "
+          "panel, not log-linear in the roofline time]\n(see the top of bench/bench_model.cpp)\n");
       return 0;
     } else {
       measured = a;

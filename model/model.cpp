@@ -101,11 +101,15 @@ std::vector<std::size_t> shuffled(std::size_t n, std::uint64_t seed) {
   return idx;
 }
 
+// Columns of the trend basis: the intercept and one per feature in the trend.
+Eigen::Index trend_columns(const std::vector<Feature>& features) {
+  return 1 + std::count_if(features.begin(), features.end(),
+                           [](const Feature& f) { return f.in_trend; });
+}
+
 Eigen::MatrixXd basis(const std::vector<std::vector<double>>& x,
                       const std::vector<Feature>& features) {
-  Eigen::Index p = 1;
-  for (const auto& f : features) p += f.in_trend ? 1 : 0;
-  Eigen::MatrixXd h(static_cast<Eigen::Index>(x.size()), p);
+  Eigen::MatrixXd h(static_cast<Eigen::Index>(x.size()), trend_columns(features));
   for (std::size_t i = 0; i < x.size(); ++i) {
     const auto r = static_cast<Eigen::Index>(i);
     h(r, 0) = 1;
@@ -266,9 +270,7 @@ Panel Panel::fit(const System& system, space::Family family, const std::vector<P
   go.max_evals = options.max_evals;
   go.seed = options.seed;
   // Column 1 of the basis is the trend's log2 roofline_s (when it varies): how long a step is.
-  if (options.noise_by_time && std::any_of(panel.features_.begin(), panel.features_.end(),
-                                           [](const Feature& f) { return f.in_trend; }))
-    go.noise_column = 1;
+  if (options.noise_by_time && trend_columns(panel.features_) > 1) go.noise_column = 1;
   const auto fit_gp = [&] {
     const Eigen::MatrixXd x = inputs(panel.x_, d);
     const Eigen::MatrixXd h = basis(panel.x_, panel.features_);
@@ -517,9 +519,7 @@ Panel Panel::from_json(const nlohmann::json& j) {
     if (factor != 1) p.widen_extrapolation(w->at("parameter").get<std::string>(), factor);
   }
   if (p.anchor_.size() != 3) throw ModelError("inconsistent panel (anchor)");
-  const auto trend_columns = 1 + std::count_if(p.features_.begin(), p.features_.end(),
-                                               [](const Feature& f) { return f.in_trend; });
-  if (p.hyper_.noise_column >= trend_columns)
+  if (p.hyper_.noise_column >= trend_columns(p.features_))
     throw ModelError("inconsistent panel (noise_column is not a column of the trend)");
   if (p.x_.size() != p.y_.size() || p.hyper_.length_scales.size() != p.features_.size())
     throw ModelError("inconsistent panel (x, y_log, features and length_scales disagree)");
