@@ -11,11 +11,13 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -275,8 +277,12 @@ std::size_t ExecutorProcessRunner::run_batch(
     std::span<const space::Config> configs,
     const std::function<void(std::size_t, std::string&&)>& on_record,
     const std::function<Control()>& control) {
-  auto failure = [&](const space::Config& config, const char* status, std::string message) {
+  using clock = std::chrono::steady_clock;
+  // `since`: when the config started, for its wall_s (what the timeout or crash cost).
+  auto failure = [&](const space::Config& config, const char* status, std::string message,
+                     std::optional<clock::time_point> since = std::nullopt) {
     store::RunRecord r = worker::predicted_record(config, ctx_.peaks);
+    if (since) r.metrics.wall_s = std::chrono::duration<double>(clock::now() - *since).count();
     r.status = status;
     r.message = std::move(message);
     r.provenance.host = ctx_.host;
@@ -292,7 +298,6 @@ std::size_t ExecutorProcessRunner::run_batch(
   // Lines sent ahead of the running config: enough to hide the round trip, few enough that
   // the pipe never fills (so a write never blocks while the executor waits for us to read).
   constexpr std::size_t kWindow = 16;
-  using clock = std::chrono::steady_clock;
   std::array<char, 65536> buf{};
   std::size_t done = 0;         // configs with a record
   std::size_t sent = 0;         // configs written to the current child
@@ -363,7 +368,8 @@ std::size_t ExecutorProcessRunner::run_batch(
       stop_child();
       on_record(done, failure(configs[done], store::status::timeout,
                               fmt::format("exceeded timeout_s = {} s; executor killed",
-                                          ctx_.limits.timeout_s)));
+                                          ctx_.limits.timeout_s),
+                              started));
       ++done;
       sent = done;
       continue;
@@ -411,7 +417,7 @@ std::size_t ExecutorProcessRunner::run_batch(
         why = fmt::format("executor exited with code {} without a result", code);
       }
     }
-    on_record(done, failure(configs[done], st, std::move(why)));
+    on_record(done, failure(configs[done], st, std::move(why), started));
     ++done;
     sent = done;
   }

@@ -54,6 +54,9 @@ struct Metrics {
   double latency_p90_s = kNaN;
   double latency_p99_s = kNaN;
   double energy_j = kNaN;
+  // Seconds the executor spent on the config: model build, warm-up, timed repetitions and the
+  // profiled pass (what measuring it cost, for cost-aware sampling and for planning).
+  double wall_s = kNaN;
   std::int64_t reps = 0;
 };
 

@@ -24,9 +24,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <string_view>
 #include <utility>
 
 #include "store/h5.hpp"
@@ -49,6 +51,8 @@ constexpr const char* kHosts = "hosts";
 constexpr const char* kJobs = "jobs";
 constexpr const char* kRow = "row";
 constexpr const char* kSampleTime = "step_time_s";
+// Columns of /runs that files written before them lack (created on reopening: add_new_columns).
+constexpr std::array<std::string_view, 1> kAddedColumns = {"wall_s"};
 
 // Runs f, turning an HDF5 failure into a StoreError that names the file.
 template <class F>
@@ -413,6 +417,23 @@ struct ResultsWriter::Impl {
     op_row = {};
   }
 
+  // Columns of /runs added to the schema after a file was written are created on reopening it,
+  // as long as every existing column: its earlier rows read as the fill value (NaN), and a
+  // resumed sweep writes the column from then on. Only before SWMR writing (new objects).
+  void add_new_columns() {
+    const Handle g = h5::open_group(file.id(), kRuns);
+    if (!h5::exists(g.id(), "config_id")) return;  // open_datasets says what is wrong
+    const std::int64_t n = h5::length(open_column(g.id(), "config_id", H5P_DEFAULT).dset.id());
+    for (const auto& c : schema::runs()) {
+      const std::string name(c.name);
+      if (std::find(kAddedColumns.begin(), kAddedColumns.end(), c.name) == kAddedColumns.end() ||
+          h5::exists(g.id(), name))
+        continue;
+      const Handle d = h5::create_column(g.id(), name, c.type, c.width);
+      h5::set_length(d.id(), n);
+    }
+  }
+
   void open_datasets(hid_t dapl) {
     const Handle g_runs = h5::open_group(file.id(), kRuns);
     runs.clear();
@@ -666,6 +687,7 @@ ResultsWriter ResultsWriter::open(const fs::path& path, const OpenOptions& optio
     const Handle fapl = h5::file_access(/*latest_format=*/true, /*clear_status_flags=*/true);
     impl->file = h5::open_file(path.string(), H5F_ACC_RDWR, fapl.id());
     h5::raise_eoa_to_eof(impl->file.id());
+    impl->add_new_columns();
     impl->open_datasets(H5P_DEFAULT);
     impl->recover();
     // Changes to attributes and /hosts are only possible before SWMR writing starts.

@@ -58,6 +58,7 @@ std::vector<Column<R>> make_runs() {
       field<R>("latency_p90_s", 0, [](auto& r) -> auto& { return r.metrics.latency_p90_s; }),
       field<R>("latency_p99_s", 0, [](auto& r) -> auto& { return r.metrics.latency_p99_s; }),
       field<R>("energy_j", 0, [](auto& r) -> auto& { return r.metrics.energy_j; }),
+      field<R>("wall_s", 0, [](auto& r) -> auto& { return r.metrics.wall_s; }),
       field<R>("reps", 0, [](auto& r) -> auto& { return r.metrics.reps; }),
       field<R>("host", kHost, [](auto& r) -> auto& { return r.provenance.host; }),
       field<R>("rank", 0, [](auto& r) -> auto& { return r.provenance.rank; }),

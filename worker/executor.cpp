@@ -179,6 +179,7 @@ std::string skip_reason(const space::Config& config, const space::Limits& limits
 }
 
 RunRecord run_config(const space::Config& config, const RunContext& ctx) {
+  const auto t0 = std::chrono::steady_clock::now();
   RunRecord r = predicted_record(config, ctx.peaks);
   r.provenance.host = ctx.host;
   r.provenance.rank = ctx.rank;
@@ -188,6 +189,7 @@ RunRecord run_config(const space::Config& config, const RunContext& ctx) {
     r.status = status;
     r.message = std::move(message);
     r.provenance.finished_utc = utc_now_iso();
+    r.metrics.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
   };
   if (r.status != store::status::ok) return finish(store::status::skipped, r.message);
@@ -350,7 +352,8 @@ space::Config config_from_json(const nlohmann::json& j) {
   X(latency_p50_s) \
   X(latency_p90_s) \
   X(latency_p99_s) \
-  X(energy_j)
+  X(energy_j) \
+  X(wall_s)
 // clang-format on
 
 nlohmann::json to_json(const RunRecord& r) {

@@ -29,6 +29,8 @@ assert (abs(df.examples_per_s - df.batch / df.step_time_s) <= 1e-9 * df.examples
 assert (abs(df.gflops - df.flops / df.step_time_s / 1e9) <= 1e-9 * df.gflops).all()
 assert (abs(df.arithmetic_intensity - df.flops / df.bytes) <= 1e-9 * df.arithmetic_intensity).all()
 assert ((df.reps >= 6) & (df.reps <= 12)).all()
+# What measuring each config took covers at least its timed repetitions, and not minutes.
+assert ((df.wall_s >= df.reps * df.step_time_s) & (df.wall_s < 60)).all(), df[["reps", "step_time_s", "wall_s"]]
 assert (df.flops_utilization > 0).all() and (df.flops_utilization < 1.5).all()
 with h5py.File(path, "r") as f:
     assert f.attrs["schema"] in (b"dnnscape/1", "dnnscape/1")

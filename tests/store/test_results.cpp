@@ -143,6 +143,7 @@ void check_same(const RunRecord& got, const RunRecord& want) {
   CHECK(same_double(got.metrics.step_time_s, want.metrics.step_time_s));
   CHECK(same_double(got.metrics.gflops, want.metrics.gflops));
   CHECK(same_double(got.metrics.energy_j, want.metrics.energy_j));
+  CHECK(same_double(got.metrics.wall_s, want.metrics.wall_s));
   CHECK(got.metrics.reps == want.metrics.reps);
   CHECK(got.provenance.host == want.provenance.host);
   CHECK(got.provenance.rank == want.provenance.rank);
@@ -265,7 +266,7 @@ TEST_CASE("round trip: ints, strings, NaN, samples and ops") {
   CHECK(rd.has_column("flops_utilization"));
   CHECK_FALSE(rd.has_column("no_such_column"));
   CHECK(rd.columns().front() == "config_id");
-  CHECK(rd.columns().size() == 47);
+  CHECK(rd.columns().size() == 48);
 
   // samples: 3 + 4 + 5 for rows 0..2, none for the failed row.
   CHECK(rd.group_rows("samples") == 12);
@@ -356,6 +357,41 @@ TEST_CASE("reopen and append") {
   CHECK(rd.read_string("status") == std::vector<std::string>{"ok", "ok", "ok"});
   const auto got = rd.read_records();
   for (int i = 0; i < 3; ++i) check_same(got[static_cast<std::size_t>(i)], make_record(i));
+}
+
+TEST_CASE("a file written before /runs/wall_s existed is resumed: old rows NaN, new rows kept") {
+  const fs::path path = fresh("old-schema.h5");
+  {
+    auto w = ResultsWriter::create(path, test_meta(), test_system());
+    RunRecord r = make_record(0);
+    r.metrics.wall_s = 1.5;
+    w.write(r);
+    w.write(make_record(1));
+  }
+  // What a file of an earlier version looks like: no wall_s column.
+  REQUIRE(run_python("import sys, h5py\nf = h5py.File(sys.argv[1], 'a')\ndel f['runs/wall_s']\n",
+                     {path.string()}) == 0);
+  {
+    const ResultsReader old(path);
+    REQUIRE(old.rows() == 2);
+    CHECK(std::isnan(old.read_records()[0].metrics.wall_s));  // read as "not recorded"
+  }
+  {
+    auto w = ResultsWriter::open(path);
+    RunRecord r = make_record(2);
+    r.metrics.wall_s = 2.25;
+    w.write(r);
+  }
+  const ResultsReader rd(path);
+  REQUIRE(rd.rows() == 3);
+  const auto wall = rd.read_double("wall_s");
+  REQUIRE(wall.size() == 3);
+  CHECK(std::isnan(wall[0]));
+  CHECK(std::isnan(wall[1]));
+  CHECK(wall[2] == 2.25);
+  CHECK(rd.read_int("batch") == std::vector<std::int64_t>{32, 33, 34});
+  const auto got = rd.read_records();
+  check_same(got[1], make_record(1));
 }
 
 TEST_CASE("/jobs: each batch-job session adds a row; outside a job there is none") {
