@@ -230,7 +230,8 @@ HeatmapResult heatmap(const HeatmapOptions& o) {
 
   result.finding = fmt::format(
       "{} ranges from {:.4g} to {:.4g}{}; the highest cell is {} ({:.4g}).", value_name, lo, hi,
-      o.baseline.empty() ? fmt::format(" {}", metric_unit(o.metric)) : baseline_note, best_where, best);
+      o.baseline.empty() ? fmt::format(" {}", metric_unit(o.metric)) : baseline_note, best_where,
+      best);
   if (max_rows > 1) {
     result.finding += fmt::format(
         " Cells are medians over up to {} rows that differ in other parameters.", max_rows);

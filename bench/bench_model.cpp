@@ -23,6 +23,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 #include <string>
@@ -294,7 +295,9 @@ void run(const Landscape& l, const std::vector<std::size_t>& budgets, int seeds)
   for (int s = 0; s < seeds; ++s) {
     const auto seed = static_cast<std::uint64_t>(s + 1);
     const Landscape ls = l.exact.empty() ? hold_out(l, 500 + seed) : l;
-    every.push_back(error_of(ls, random_subset(ls.truth.size(), ls.truth.size(), seed), seed));
+    std::vector<std::size_t> all(ls.truth.size());
+    std::iota(all.begin(), all.end(), std::size_t{0});
+    every.push_back(error_of(ls, all, seed));
     for (std::size_t b = 0; b < budgets.size(); ++b) {
       const auto n = budgets[b];
       e[0][b].push_back(adaptive_run(ls, n, seed, model::Selection::variance_reduction));

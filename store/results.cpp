@@ -417,20 +417,19 @@ struct ResultsWriter::Impl {
     op_row = {};
   }
 
-  // Columns of /runs added to the schema after a file was written are created on reopening it,
-  // as long as every existing column: its earlier rows read as the fill value (NaN), and a
-  // resumed sweep writes the column from then on. Only before SWMR writing (new objects).
+  // Columns of /runs that the file predates (kAddedColumns) are created on reopening it, as long
+  // as its other columns: the earlier rows read as the fill value (NaN) and a resumed sweep
+  // writes the column from then on. Only before SWMR writing (it adds objects).
   void add_new_columns() {
     const Handle g = h5::open_group(file.id(), kRuns);
     if (!h5::exists(g.id(), "config_id")) return;  // open_datasets says what is wrong
     const std::int64_t n = h5::length(open_column(g.id(), "config_id", H5P_DEFAULT).dset.id());
     for (const auto& c : schema::runs()) {
-      const std::string name(c.name);
-      if (std::find(kAddedColumns.begin(), kAddedColumns.end(), c.name) == kAddedColumns.end() ||
-          h5::exists(g.id(), name))
+      if (std::find(kAddedColumns.begin(), kAddedColumns.end(), c.name) == kAddedColumns.end())
         continue;
-      const Handle d = h5::create_column(g.id(), name, c.type, c.width);
-      h5::set_length(d.id(), n);
+      const std::string name(c.name);
+      if (!h5::exists(g.id(), name))
+        h5::set_length(h5::create_column(g.id(), name, c.type, c.width).id(), n);
     }
   }
 
