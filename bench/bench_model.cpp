@@ -9,7 +9,7 @@
 // second: `sampling: {adaptive: N, cost_aware: true}`) is compared per node-second.
 //
 //   bench_model [MEASURED.h5] [--repeat AGAIN.h5] [--seeds K (5)] [--noise SD (0.02)]
-//               [--synthetic-only]
+//               [--synthetic-only] [--constant-noise] [--uncalibrated-cost]
 //   AGAIN.h5: a second measurement of the same grid, to print how far two measurements of one
 //   config lie apart: the floor of the measured grid's errors (a model that knew every config's
 //   true time would still err by about 1/sqrt(2) of it against a single measurement).
@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "model/cost.hpp"
 #include "model/model.hpp"
 #include "model/synthetic.hpp"
 #include "space/grid.hpp"
@@ -56,6 +57,9 @@ struct Landscape {
   std::vector<double> cost;
   space::MeasureSettings measure;
   model::FitOptions fit;  // of every model fit (its seed set per run)
+  // The cost-aware rule's cost: calibrated on the measured configs' wall time (the sweep's
+  // model::MeasureCost), or the measure settings' prediction alone (--uncalibrated-cost).
+  bool calibrated_cost = true;
 };
 
 std::vector<std::size_t> random_subset(std::size_t total, std::size_t n, std::uint64_t seed) {
@@ -215,9 +219,16 @@ Err adaptive_run(const Landscape& l, std::size_t n, std::uint64_t seed, model::S
     o.seed = seed;
     const auto panel = model::Panel::fit(l.system, space::Family::fc, train, o);
     const std::size_t k = std::min(batch, n - measured.size());
+    // As the sweep does: the predicted step time through the measure settings, calibrated on
+    // what measuring the configs so far took (uncalibrated on the synthetic landscape).
     std::vector<double> cost;
-    if (per_second)
-      for (const auto& p : panel.predict(cand)) cost.push_back(l.measure.predicted_time_s(p.value));
+    if (per_second) {
+      const model::MeasureCost seconds(l.measure,
+                                       l.calibrated_cost ? train : std::vector<model::Point>{});
+      const auto pred = panel.predict(cand);
+      for (std::size_t j = 0; j < pred.size(); ++j)
+        cost.push_back(seconds(pred[j].value, cand[j].memory_bytes));
+    }
     for (auto j :
          model::choose_batch(&panel, cand, k, seed * 1000003 + measured.size(), rule, cost)) {
       measured.push_back(cand_idx[j]);
@@ -398,6 +409,7 @@ int main(int argc, char** argv) {
   double noise = 0.02;
   bool synthetic_only = false;
   bool constant_noise = false;
+  bool calibrated_cost = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--seeds" && i + 1 < argc) {
@@ -410,12 +422,16 @@ int main(int argc, char** argv) {
       synthetic_only = true;
     } else if (a == "--constant-noise") {
       constant_noise = true;
+    } else if (a == "--uncalibrated-cost") {
+      calibrated_cost = false;
     } else if (a == "-h" || a == "--help") {
       fmt::print(
           "bench_model [MEASURED.h5] [--repeat AGAIN.h5: a second measurement of the same grid, "
           "for the noise floor] [--seeds K (5)] [--noise SD (0.02): lognormal noise of the "
           "synthetic landscape] [--synthetic-only] [--constant-noise: one noise variance per "
-          "panel, not log-linear in the roofline time]\n(see the top of bench/bench_model.cpp)\n");
+          "panel, not log-linear in the roofline time] [--uncalibrated-cost: the per-second rule "
+          "prices a config by the measure settings alone, not calibrated on /runs/wall_s]\n(see "
+          "the top of bench/bench_model.cpp)\n");
       return 0;
     } else {
       measured = a;
@@ -459,20 +475,28 @@ int main(int argc, char** argv) {
   auto data = model::read_points(measured, "step_time_s");
   real.system = data.system;
   real.fit.noise_by_time = !constant_noise;
+  real.calibrated_cost = calibrated_cost;
   real.truth = std::move(data.points);
   real.grid = grid_of(real.truth);
-  // What each config's measurement took: warm-up (at least one step), its repetitions and the
-  // build plus profiled pass (two steps), with the file's own measurement settings.
+  // What each config's measurement took: its /runs/wall_s; in a file written before that
+  // column, warm-up (at least one step), its repetitions and the build plus profiled pass (two
+  // steps), with the file's own measurement settings.
   real.measure =
       space::parse_spec(store::ResultsReader(measured).meta().spec_yaml, measured.string()).measure;
   std::unordered_map<std::string, double> reps;
   for (const auto& p : model::read_points(measured, "reps").points)
     reps.emplace(p.config.config_id(), p.value);
+  std::size_t charged_wall = 0;
   for (const auto& p : real.truth) {
     const auto it = reps.find(p.config.config_id());
     const double r = it == reps.end() ? 30.0 : it->second;
-    real.cost.push_back(std::max(real.measure.warmup_s, p.value) + (r + 2) * p.value);
+    const bool wall = std::isfinite(p.wall_s) && p.wall_s > 0;
+    charged_wall += wall ? 1 : 0;
+    real.cost.push_back(wall ? p.wall_s
+                             : std::max(real.measure.warmup_s, p.value) + (r + 2) * p.value);
   }
+  fmt::print("\n{} of its {} configs are charged their /runs/wall_s, the rest their steps\n",
+             charged_wall, real.truth.size());
   run(real, budgets, seeds);
   if (!repeat.empty()) {
     const auto again = model::read_points(repeat, "step_time_s");

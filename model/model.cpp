@@ -4,7 +4,6 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <fstream>
 #include <numeric>
@@ -13,6 +12,7 @@
 #include <sstream>
 
 #include "model/gp.hpp"
+#include "model/nnls.hpp"
 #include "space/grid.hpp"
 
 namespace dnnscape::model {
@@ -129,38 +129,18 @@ Eigen::MatrixXd inputs(const std::vector<std::vector<double>>& x, std::size_t d)
 }
 
 // Non-negative least squares of the relative error of a compute_s + b memory_s + c against the
-// measured values: every subset of the three terms solved by LS, the best feasible one kept.
+// measured values (nnls_relative).
 std::vector<double> fit_anchor(const System& s, const std::vector<Point>& points) {
-  std::vector<std::array<double, 3>> rows;
+  std::vector<std::vector<double>> terms;
+  std::vector<double> target;
   for (const auto& p : points) {
     const double c = physical(s, p, "compute_s"), m = physical(s, p, "memory_s");
     if (!std::isfinite(c) || !std::isfinite(m)) return {0, 0, 1};
-    rows.push_back({c / p.value, m / p.value, 1 / p.value});
+    terms.push_back({c, m, 1.0});
+    target.push_back(p.value);
   }
-  std::vector<double> best = {0, 0, 1};
-  double best_rss = std::numeric_limits<double>::infinity();
-  for (int mask = 1; mask < 8; ++mask) {
-    std::vector<int> cols;
-    for (int j = 0; j < 3; ++j)
-      if ((mask & (1 << j)) != 0) cols.push_back(j);
-    Eigen::MatrixXd a(static_cast<Eigen::Index>(rows.size()),
-                      static_cast<Eigen::Index>(cols.size()));
-    for (std::size_t i = 0; i < rows.size(); ++i)
-      for (std::size_t j = 0; j < cols.size(); ++j)
-        a(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) =
-            rows[i][static_cast<std::size_t>(cols[j])];
-    const Eigen::VectorXd one = Eigen::VectorXd::Ones(a.rows());
-    const Eigen::VectorXd x = a.colPivHouseholderQr().solve(one);
-    if ((x.array() <= 0).any() || !x.allFinite()) continue;
-    const double rss = (a * x - one).squaredNorm();
-    if (rss < best_rss) {
-      best_rss = rss;
-      best = {0, 0, 0};
-      for (std::size_t j = 0; j < cols.size(); ++j)
-        best[static_cast<std::size_t>(cols[j])] = x(static_cast<Eigen::Index>(j));
-    }
-  }
-  return best;
+  auto best = nnls_relative(terms, target);
+  return best.empty() ? std::vector<double>{0, 0, 1} : best;
 }
 
 }  // namespace

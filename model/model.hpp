@@ -47,6 +47,10 @@ struct Point {
   double bytes = std::numeric_limits<double>::quiet_NaN();  // compulsory traffic per step
   double params = std::numeric_limits<double>::quiet_NaN();
   double value = std::numeric_limits<double>::quiet_NaN();  // measured metric (> 0)
+  // What measuring it costs (MeasureCost): its footprint (measured, or the cost model's for a
+  // candidate) and, when measured, the seconds measuring it took (/runs/wall_s).
+  double memory_bytes = std::numeric_limits<double>::quiet_NaN();
+  double wall_s = std::numeric_limits<double>::quiet_NaN();
 };
 
 // The ceilings that turn counts into seconds (the /system attributes of a results file).

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "model/model.hpp"
 #include "store/results.hpp"
@@ -29,6 +30,11 @@ FileData read_points(const std::filesystem::path& path, const std::string& metri
   const auto flops = reader.read_double("flops");
   const auto bytes = reader.read_double("bytes");
   const auto params = reader.read_double("params");
+  const auto nan_column =
+      std::vector<double>(status.size(), std::numeric_limits<double>::quiet_NaN());
+  const auto memory =
+      reader.has_column("memory_bytes") ? reader.read_double("memory_bytes") : nan_column;
+  const auto wall = reader.has_column("wall_s") ? reader.read_double("wall_s") : nan_column;
   std::map<std::string, std::vector<std::int64_t>> ints;
   for (auto name : space::kIntParams) ints[std::string(name)] = reader.read_int(std::string(name));
   std::map<std::string, std::vector<std::string>> texts;
@@ -61,6 +67,8 @@ FileData read_points(const std::filesystem::path& path, const std::string& metri
     p.bytes = bytes[i];
     p.params = params[i];
     p.value = value[i];
+    p.memory_bytes = memory[i];
+    p.wall_s = wall[i];
     out.points.push_back(std::move(p));
   }
   return out;

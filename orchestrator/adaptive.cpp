@@ -16,6 +16,7 @@ model::Point point_of(const PlannedConfig& p) {
   pt.flops = p.flops;
   pt.bytes = p.bytes;
   pt.params = p.params;
+  pt.memory_bytes = p.memory_bytes;
   return pt;
 }
 
@@ -52,10 +53,15 @@ void AdaptiveSampler::add(const store::RunRecord& record) {
     if (record.status == store::status::ok && std::isfinite(t) && t > 0) {
       model::Point p = point_of(planned_[i]);
       p.value = t;
+      p.wall_s = record.metrics.wall_s;
       points_.push_back(std::move(p));
     }
     return;
   }
+}
+
+model::MeasureCost AdaptiveSampler::measure_cost() const {
+  return model::MeasureCost(spec_.measure, points_);
 }
 
 std::vector<model::Panel> AdaptiveSampler::fit() const {
@@ -98,11 +104,16 @@ std::vector<PlannedConfig> AdaptiveSampler::next_batch(std::size_t k) const {
                                     [&](const model::Panel& m) { return m.family() == family; });
     const auto seed = spec_.sampling.seed * 1000003 + static_cast<std::uint64_t>(measured_) + f;
     const model::Panel* m = panel == panels.end() ? nullptr : &*panel;
-    // cost_aware: a candidate's cost is the predicted wall time of measuring it, from the
-    // model's predicted step time through the spec's measurement settings.
+    // cost_aware: a candidate's cost is the predicted wall time of measuring it: the model's
+    // predicted step time through the spec's measurement settings, calibrated on what measuring
+    // the rows so far took (MeasureCost).
     std::vector<double> cost;
-    if (spec_.sampling.cost_aware && m != nullptr)
-      for (const auto& p : m->predict(pts)) cost.push_back(spec_.measure.predicted_time_s(p.value));
+    if (spec_.sampling.cost_aware && m != nullptr) {
+      const auto seconds = measure_cost();
+      const auto pred = m->predict(pts);
+      for (std::size_t j = 0; j < pred.size(); ++j)
+        cost.push_back(seconds(pred[j].value, pts[j].memory_bytes));
+    }
     for (auto j : model::choose_batch(m, pts, static_cast<std::size_t>(share[f]), seed,
                                       model::Selection::variance_reduction, cost))
       batch.push_back(planned_[idx[f][j]]);

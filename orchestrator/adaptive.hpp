@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "model/cost.hpp"
 #include "model/model.hpp"
 #include "orchestrator/sweep.hpp"
 #include "store/predicted.hpp"
@@ -37,6 +38,9 @@ class AdaptiveSampler {
   [[nodiscard]] std::string model_summary() const;
   [[nodiscard]] std::int64_t measured() const { return measured_; }
   [[nodiscard]] std::int64_t to_measure() const;
+  // What cost_aware charges a candidate: the spec's predicted measuring time, calibrated on the
+  // /runs/wall_s of the ok rows so far (model::MeasureCost).
+  [[nodiscard]] model::MeasureCost measure_cost() const;
 
  private:
   [[nodiscard]] std::vector<model::Panel> fit() const;

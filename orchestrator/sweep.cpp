@@ -354,6 +354,9 @@ void run_adaptive(const AdaptiveContext& a, std::optional<store::ResultsWriter>&
              "extrapolated)\n",
              sampler.measured(), a.spec.configs.size(), rows.size(), a.o.out_path.string(),
              extrapolated);
+  if (a.spec.sampling.cost_aware)
+    fmt::print(stderr, "adaptive: cost of measuring a config: {}\n",
+               sampler.measure_cost().describe());
 }
 
 }  // namespace

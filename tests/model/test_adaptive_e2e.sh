@@ -70,5 +70,7 @@ expect_exit 0 "$DNNSCAPE" plan "$WORK/cost.yaml"
 grep -q "8 of them Sobol first, the rest picked per predicted second" "$WORK/out" || { cat "$WORK/out"; fail "plan of a cost_aware spec"; }
 expect_exit 0 "$DNNSCAPE" run "$WORK/cost.yaml" -o "$WORK/cost.h5" --plain-progress
 grep -q "adaptive: 20 of 60 configs measured; predicted 60" "$WORK/err" || { cat "$WORK/err"; fail "cost_aware adaptive"; }
+# The cost it picked by was calibrated on the rows' /runs/wall_s (20 rows, a footprint term).
+grep -qE "adaptive: cost of measuring a config: wall_s = [0-9.]+ x steps \+ [0-9.]+ ns/byte x footprint \+ [0-9.]+ ms \(from 20 rows\)" "$WORK/err" || { cat "$WORK/err"; fail "cost_aware's calibration"; }
 check "$WORK/cost.h5" 20
 echo "adaptive e2e test passed"

@@ -4,11 +4,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <set>
 
+#include "model/cost.hpp"
 #include "model/gp.hpp"
 #include "model/model.hpp"
+#include "model/nnls.hpp"
 #include "model/synthetic.hpp"
 
 using namespace dnnscape;
@@ -318,4 +321,55 @@ TEST_CASE("an accuracy's subset has the figures of its points alone") {
   CHECK(sub.coverage90 == doctest::Approx(0.0));
   CHECK(all.subset({0, 1, 0, 0}).coverage90 == doctest::Approx(1.0));
   CHECK_THROWS_AS((void)all.subset({1}), std::invalid_argument);
+}
+
+TEST_CASE("nnls of a relative error recovers positive coefficients and drops negative ones") {
+  std::vector<std::vector<double>> terms;
+  std::vector<double> y, y_neg;
+  for (int i = 1; i <= 20; ++i) {
+    const double u = i, v = (i * 7) % 11 + 1;
+    terms.push_back({u, v, 1.0});
+    y.push_back(2 * u + 0.5 * v + 3);
+    y_neg.push_back(2 * u - 0.01 * v + 30);  // v's best LS coefficient is negative
+  }
+  const auto x = nnls_relative(terms, y);
+  REQUIRE(x.size() == 3);
+  CHECK(x[0] == doctest::Approx(2));
+  CHECK(x[1] == doctest::Approx(0.5));
+  CHECK(x[2] == doctest::Approx(3));
+  const auto z = nnls_relative(terms, y_neg);
+  REQUIRE(z.size() == 3);
+  CHECK(z[1] == 0.0);
+  CHECK(z[0] > 0);
+  CHECK(z[2] > 0);
+  CHECK(nnls_relative({}, {}).empty());
+  CHECK(nnls_relative({{-1.0}, {-2.0}}, {1.0, 2.0}).empty());  // no positive solution
+}
+
+TEST_CASE("the cost of measuring is calibrated on the rows' wall time, footprint included") {
+  const space::MeasureSettings settings{0.05, 3, 30, 0.03, 1.5};
+  const MeasureCost plain(settings);
+  CHECK_FALSE(plain.calibrated());
+  CHECK(plain(0.01, 1e9) == doctest::Approx(settings.predicted_time_s(0.01)));
+  // Rows whose wall time is 1.2 x the settings' prediction + 5 ns per byte + 10 ms.
+  std::vector<Point> rows;
+  for (int i = 0; i < 12; ++i) {
+    Point p;
+    p.value = 1e-4 * std::pow(2.0, i);
+    p.memory_bytes = 1e6 * std::pow(1.7, (i * 5) % 12);
+    p.wall_s = 1.2 * settings.predicted_time_s(p.value) + 5e-9 * p.memory_bytes + 0.01;
+    rows.push_back(p);
+  }
+  rows.push_back(Point{});  // never measured: ignored
+  const MeasureCost cost(settings, rows);
+  REQUIRE(cost.calibrated());
+  CHECK(cost.rows() == 12);
+  CHECK(cost(0.02, 3e8) ==
+        doctest::Approx(1.2 * settings.predicted_time_s(0.02) + 1.5 + 0.01).epsilon(1e-6));
+  CHECK(cost.describe().find("5.00 ns/byte") != std::string::npos);
+  // Too few rows with a wall time (a file written before /runs/wall_s): the prediction alone.
+  for (auto& p : rows) p.wall_s = std::numeric_limits<double>::quiet_NaN();
+  rows[0].wall_s = 1;
+  rows[1].wall_s = 2;
+  CHECK_FALSE(MeasureCost(settings, rows).calibrated());
 }
