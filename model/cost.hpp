@@ -13,10 +13,10 @@ namespace dnnscape::model {
 // wall_s = a * settings.predicted_time_s(step) + b * memory_bytes + c, with a, b, c >= 0 fitted
 // to the measured rows (relative error, nnls_relative). The settings' prediction counts the
 // steps (warm-up, repetitions, build and profiled pass); what it leaves out grows with the
-// config's footprint (allocating and filling its tensors, creating its primitives: on the
-// development VM ~5 ns per byte, a third of a two-thread FC sweep's time), hence b. Uncalibrated
-// (fewer than kMinRows rows with a finite wall_s and footprint, or no feasible fit): a = 1,
-// b = c = 0, the settings' prediction alone.
+// config's footprint (allocating and filling its tensors, creating its primitives; on the
+// development VM the steps are 70% of an FC sweep's wall time, b is 1.7-3.4 ns per byte).
+// Uncalibrated (fewer than kMinRows rows with a finite wall_s and footprint, or no feasible
+// fit): a = 1, b = c = 0, the settings' prediction alone.
 class MeasureCost {
  public:
   static constexpr std::size_t kMinRows = 4;
