@@ -155,7 +155,10 @@ std::string sbatch_block(const BatchJob& job) {
 
 std::string quoted_array(const std::vector<std::string>& items, const std::string& what) {
   std::string s = "(";
-  for (const auto& a : items) s += (s.size() > 1 ? " " : "") + shell_quote(a, what);
+  for (const auto& a : items) {
+    if (s.size() > 1) s += ' ';
+    s += shell_quote(a, what);
+  }
   return s + ")";
 }
 

@@ -72,7 +72,7 @@ inline void write(const std::filesystem::path& path, const std::vector<RunRecord
   dnnscape::store::FileMeta meta;
   meta.tool_version = "test";
   meta.spec_name = spec;
-  meta.spec_sha256 = "0";
+  meta.spec_sha256.assign(1, '0');  // not = "0": a GCC 12 -Wrestrict false positive (PR 105651)
   meta.spec_yaml = "name: " + spec + "\n";
   meta.created_utc = "2026-01-01T00:00:00Z";
   auto w = dnnscape::store::ResultsWriter::create(path, meta, sys);
