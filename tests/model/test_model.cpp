@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "analysis/synth.hpp"
 #include "model/cost.hpp"
 #include "model/gp.hpp"
 #include "model/model.hpp"
@@ -372,4 +373,28 @@ TEST_CASE("the cost of measuring is calibrated on the rows' wall time, footprint
   rows[0].wall_s = 1;
   rows[1].wall_s = 2;
   CHECK_FALSE(MeasureCost(settings, rows).calibrated());
+}
+
+TEST_CASE("read_points carries each row's footprint and wall time (what MeasureCost fits)") {
+  const auto dir = fs::temp_directory_path() / "dnnscape_test_model_points";
+  fs::create_directories(dir);
+  const auto path = dir / "rows.h5";
+  std::vector<synth::RunRecord> rows;
+  for (std::int64_t b : {16, 64, 256}) {
+    auto r = synth::fc(1, 64, 256, 10, b, 1e-5 * static_cast<double>(b));
+    r.metrics.memory_bytes = 1e6 * static_cast<double>(b);
+    r.metrics.wall_s = 0.01 * static_cast<double>(b);
+    rows.push_back(r);
+  }
+  synth::write(path, rows, synth::system_info("h"));
+  const auto data = read_points(path, "step_time_s");
+  REQUIRE(data.points.size() == 3);
+  for (const auto& p : data.points) {
+    const auto b = static_cast<double>(p.config.batch);
+    CHECK(p.memory_bytes == doctest::Approx(1e6 * b));
+    CHECK(p.wall_s == doctest::Approx(0.01 * b));
+  }
+  const space::MeasureSettings settings{0.05, 3, 30, 0.03, 1.5};
+  CHECK_FALSE(MeasureCost(settings, data.points).calibrated());  // 3 rows < kMinRows
+  fs::remove_all(dir);
 }
