@@ -61,7 +61,7 @@ void AdaptiveSampler::add(const store::RunRecord& record) {
 }
 
 model::MeasureCost AdaptiveSampler::measure_cost() const {
-  return model::MeasureCost(spec_.measure, points_);
+  return {spec_.measure, points_};
 }
 
 std::vector<model::Panel> AdaptiveSampler::fit() const {
