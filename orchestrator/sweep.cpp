@@ -489,15 +489,16 @@ SweepSummary run_sweep(const SweepOptions& o, const worker::Peaks& peaks, const 
     fmt::print(stderr, "extending {}: spec '{}' replaces the stored spec (kept in spec_history)\n",
                o.out_path.string(), spec.name);
   }
-  if (summary.already > 0) {
-    fmt::print(stderr, "resuming {}: {} of {} configs already recorded, {} to run\n",
-               o.out_path.string(), summary.already, summary.total, todo.size());
-  }
+  // An adaptive sweep runs what is left of its budget, not every unmeasured candidate.
   auto to_run = static_cast<std::int64_t>(todo.size());
   if (spec.sampling.kind == space::Sampling::Kind::adaptive && to_run > 0) {
     const std::int64_t left = std::max<std::int64_t>(summary.total - summary.already, 0);
     predicted_total *= static_cast<double>(std::min(left, to_run)) / static_cast<double>(to_run);
     to_run = std::min(left, to_run);
+  }
+  if (summary.already > 0) {
+    fmt::print(stderr, "resuming {}: {} of {} configs already recorded, {} to run\n",
+               o.out_path.string(), summary.already, summary.total, to_run);
   }
   Progress progress(to_run, predicted_total, stderr, o.plain_progress);
   auto count = [&](const store::RunRecord& record, const PlannedConfig& p) {

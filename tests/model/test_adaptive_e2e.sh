@@ -73,4 +73,10 @@ grep -q "adaptive: 20 of 60 configs measured; predicted 60" "$WORK/err" || { cat
 # The cost it picked by was calibrated on the rows' /runs/wall_s (20 rows, a footprint term).
 grep -qE "adaptive: cost of measuring a config: wall_s = [0-9.]+ x steps \+ [0-9.]+ ns/byte x footprint \+ [0-9.]+ ms \(from 20 rows\)" "$WORK/err" || { cat "$WORK/err"; fail "cost_aware's calibration"; }
 check "$WORK/cost.h5" 20
+# A rerun measures nothing and prices from the file's rows alone (their /runs/wall_s).
+expect_exit 0 "$DNNSCAPE" run "$WORK/cost.yaml" -o "$WORK/cost.h5" --plain-progress
+grep -q "20 of 20 configs already recorded, 0 to run" "$WORK/err" || { cat "$WORK/err"; fail "an adaptive rerun counts its candidates as to run"; }
+grep -q "ran 0 configs" "$WORK/out" || { cat "$WORK/out" "$WORK/err"; fail "cost_aware rerun measured again"; }
+grep -qE "adaptive: cost of measuring a config: wall_s = .* \(from 20 rows\)" "$WORK/err" || { cat "$WORK/err"; fail "cost_aware rerun's calibration from the file"; }
+check "$WORK/cost.h5" 20
 echo "adaptive e2e test passed"
