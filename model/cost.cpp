@@ -30,7 +30,10 @@ MeasureCost::MeasureCost(const space::MeasureSettings& settings, const std::vect
 
 double MeasureCost::operator()(double step_s, double memory_bytes) const {
   const double mem = std::isfinite(memory_bytes) && memory_bytes > 0 ? memory_bytes : 0.0;
-  return a_ * settings_.predicted_time_s(step_s) + b_ * mem + c_;
+  const double v = a_ * settings_.predicted_time_s(step_s) + b_ * mem + c_;
+  // A fit that kept the footprint term alone prices a config of unknown footprint at 0: such a
+  // config, or a non-finite price, gets the settings' prediction instead.
+  return std::isfinite(v) && v > 0 ? v : settings_.predicted_time_s(step_s);
 }
 
 std::string MeasureCost::describe() const {

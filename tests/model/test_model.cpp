@@ -368,6 +368,14 @@ TEST_CASE("the cost of measuring is calibrated on the rows' wall time, footprint
   CHECK(cost(0.02, 3e8) ==
         doctest::Approx(1.2 * settings.predicted_time_s(0.02) + 1.5 + 0.01).epsilon(1e-6));
   CHECK(cost.describe().find("5.00 ns/byte") != std::string::npos);
+  // Wall time that is all footprint: a config of unknown footprint is still priced above 0.
+  std::vector<Point> by_bytes = rows;
+  by_bytes.pop_back();
+  for (auto& p : by_bytes) p.wall_s = 5e-9 * p.memory_bytes;
+  const MeasureCost bytes_only(settings, by_bytes);
+  REQUIRE(bytes_only.calibrated());
+  CHECK(bytes_only(0.01, 2e8) == doctest::Approx(1.0).epsilon(0.01));
+  CHECK(bytes_only(0.01, std::numeric_limits<double>::quiet_NaN()) > 0);
   // Too few rows with a wall time (a file written before /runs/wall_s): the prediction alone.
   for (auto& p : rows) p.wall_s = std::numeric_limits<double>::quiet_NaN();
   rows[0].wall_s = 1;
