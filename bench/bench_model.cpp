@@ -495,8 +495,10 @@ int main(int argc, char** argv) {
     real.cost.push_back(wall ? p.wall_s
                              : std::max(real.measure.warmup_s, p.value) + (r + 2) * p.value);
   }
-  fmt::print("\n{} of its {} configs are charged their /runs/wall_s, the rest their steps\n",
-             charged_wall, real.truth.size());
+  fmt::print(
+      "\n{} of its {} configs are charged their /runs/wall_s, the rest their steps; fitted on all "
+      "of them, {}\n",
+      charged_wall, real.truth.size(), model::MeasureCost(real.measure, real.truth).describe());
   run(real, budgets, seeds);
   if (!repeat.empty()) {
     const auto again = model::read_points(repeat, "step_time_s");
