@@ -223,11 +223,9 @@ Err adaptive_run(const Landscape& l, std::size_t n, std::uint64_t seed, model::S
     // what measuring the configs so far took (uncalibrated on the synthetic landscape).
     std::vector<double> cost;
     if (per_second) {
-      const model::MeasureCost seconds(l.measure,
-                                       l.calibrated_cost ? train : std::vector<model::Point>{});
-      const auto pred = panel.predict(cand);
-      for (std::size_t j = 0; j < pred.size(); ++j)
-        cost.push_back(seconds(pred[j].value, cand[j].memory_bytes));
+      const auto seconds =
+          l.calibrated_cost ? model::MeasureCost(l.measure, train) : model::MeasureCost(l.measure);
+      cost = seconds.prices(panel, cand);
     }
     for (auto j :
          model::choose_batch(&panel, cand, k, seed * 1000003 + measured.size(), rule, cost)) {

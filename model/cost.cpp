@@ -36,6 +36,16 @@ double MeasureCost::operator()(double step_s, double memory_bytes) const {
   return std::isfinite(v) && v > 0 ? v : settings_.predicted_time_s(step_s);
 }
 
+std::vector<double> MeasureCost::prices(const Panel& panel,
+                                        const std::vector<Point>& candidates) const {
+  const auto pred = panel.predict(candidates);
+  std::vector<double> out;
+  out.reserve(pred.size());
+  for (std::size_t j = 0; j < pred.size(); ++j)
+    out.push_back((*this)(pred[j].value, candidates[j].memory_bytes));
+  return out;
+}
+
 std::string MeasureCost::describe() const {
   if (!calibrated()) return "uncalibrated (the measure settings' prediction)";
   return fmt::format(

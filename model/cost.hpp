@@ -28,6 +28,9 @@ class MeasureCost {
   // Predicted seconds of measuring a config whose step takes step_s and whose footprint is
   // memory_bytes (NaN: counted as 0).
   [[nodiscard]] double operator()(double step_s, double memory_bytes) const;
+  // The price of each candidate: its step time as `panel` predicts it, and its footprint.
+  [[nodiscard]] std::vector<double> prices(const Panel& panel,
+                                           const std::vector<Point>& candidates) const;
   [[nodiscard]] bool calibrated() const { return rows_ > 0; }
   [[nodiscard]] std::size_t rows() const { return rows_; }
   // "wall_s = 1.31 x steps + 5.4 ns/byte x footprint + 8.6 ms (from 96 rows)", or "uncalibrated".

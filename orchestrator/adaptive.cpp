@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <unordered_map>
 
 #include "space/grid.hpp"
@@ -94,6 +95,9 @@ std::vector<PlannedConfig> AdaptiveSampler::next_batch(std::size_t k) const {
     total += v.size();
   }
   const auto share = space::split_proportionally(std::min<std::uint64_t>(k, total), sizes);
+  // The price of measuring depends on the machine, not the family: one fit for the batch.
+  std::optional<model::MeasureCost> seconds;
+  if (spec_.sampling.cost_aware) seconds = measure_cost();
   std::vector<PlannedConfig> batch;
   for (std::size_t f = 0; f < idx.size(); ++f) {
     if (share[f] == 0) continue;
@@ -107,13 +111,8 @@ std::vector<PlannedConfig> AdaptiveSampler::next_batch(std::size_t k) const {
     // cost_aware: a candidate's cost is the predicted wall time of measuring it: the model's
     // predicted step time through the spec's measurement settings, calibrated on what measuring
     // the rows so far took (MeasureCost).
-    std::vector<double> cost;
-    if (spec_.sampling.cost_aware && m != nullptr) {
-      const auto seconds = measure_cost();
-      const auto pred = m->predict(pts);
-      for (std::size_t j = 0; j < pred.size(); ++j)
-        cost.push_back(seconds(pred[j].value, pts[j].memory_bytes));
-    }
+    const auto cost = spec_.sampling.cost_aware && m != nullptr ? seconds->prices(*m, pts)
+                                                                : std::vector<double>{};
     for (auto j : model::choose_batch(m, pts, static_cast<std::size_t>(share[f]), seed,
                                       model::Selection::variance_reduction, cost))
       batch.push_back(planned_[idx[f][j]]);
